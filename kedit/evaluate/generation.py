@@ -1,0 +1,48 @@
+"""Sampled continuations of prompts (for fluency and context templates), reproducible by seed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from kedit.models.batching import Batch, encode, pad_left
+from kedit.models.loading import LoadedModel
+
+
+@torch.no_grad()
+def generate_ids(
+    lm: LoadedModel,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    seed: int = 0,
+    top_k: int = 5,
+) -> list[list[int]]:
+    """Top-k sampled continuations (new token ids only) of token-id prompts, in one batch.
+
+    The seed fixes the result on a given device: sampling runs under a forked RNG so the caller's
+    random state is left alone.
+    """
+    batch: Batch = pad_left(prompts, lm.pad_token_id, lm.device)
+    devices = [lm.device] if lm.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        output = lm.model.generate(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=True,
+            top_k=top_k,
+            top_p=1.0,
+            temperature=1.0,
+            pad_token_id=lm.pad_token_id,
+        )
+    return [row[batch.width :].tolist() for row in output]
+
+
+def generate(
+    lm: LoadedModel, prompts: Sequence[str], max_new_tokens: int = 40, seed: int = 0, top_k: int = 5
+) -> list[str]:
+    """Prompt plus sampled continuation, as text (ROME's fluency protocol samples with top-k 5)."""
+    ids = generate_ids(lm, [encode(lm.tokenizer, p) for p in prompts], max_new_tokens, seed, top_k)
+    return [prompt + lm.tokenizer.decode(new, skip_special_tokens=True) for prompt, new in zip(prompts, ids, strict=True)]

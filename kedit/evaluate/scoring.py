@@ -1,0 +1,126 @@
+"""THE scoring primitive: batched, teacher-forced scoring of (prompt, target) pairs.
+
+For each pair the target (with a leading space) is appended to the prompt and fed in one forward;
+for every target token we read the log-probability the model gave it and the model's argmax at
+that position. Every metric in kedit is a function of these numbers; nothing else runs a forward
+loop to measure an edit.
+
+Pairs from many cases are scored together: they are sorted by length, packed into left-padded
+batches under a token budget, and only the target positions go through the unembedding (the
+vocabulary projection is the most expensive layer of a small model, so it is not applied to
+prompt positions whose logits nobody reads).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from kedit.models.batching import encode, pad_left
+from kedit.models.loading import LoadedModel
+from kedit.models.tracing import final_hidden, logits_from_hidden
+
+DEFAULT_TOKEN_BUDGET = 4096  # padded tokens per forward: keeps activations small on a CPU
+
+
+@dataclass(frozen=True)
+class TargetScore:
+    """How the model scores one target after one prompt, token by token."""
+
+    target_ids: tuple[int, ...]
+    log_probs: tuple[float, ...]  # log p(t_j | prompt, t_<j), natural log
+    predicted: tuple[int, ...]  # argmax token at each target position (teacher forced)
+
+    @property
+    def hits(self) -> tuple[bool, ...]:
+        return tuple(p == t for p, t in zip(self.predicted, self.target_ids, strict=True))
+
+    @property
+    def mean_log_prob(self) -> float:
+        return sum(self.log_probs) / len(self.log_probs)
+
+    @property
+    def geometric_mean_prob(self) -> float:
+        """exp(mean token log-prob): the per-token probability used by the probability protocol."""
+        return math.exp(self.mean_log_prob)
+
+
+def target_text(target: str) -> str:
+    """Targets are scored with one leading space (the convention of every editing benchmark)."""
+    return target if target[:1].isspace() else " " + target
+
+
+def encode_pair(tokenizer, prompt: str, target: str) -> tuple[list[int], list[int]]:
+    """Token ids of the prompt and of the target as they appear after it.
+
+    The pair is tokenised jointly and split at the prompt's own tokenisation when that is a prefix
+    of the joint one (true for byte-level BPE with the leading space); otherwise the target is
+    tokenised on its own, which is what a model sees when it generates it after the prompt.
+    """
+    prompt_ids = encode(tokenizer, prompt)
+    joint = encode(tokenizer, prompt + target_text(target))
+    if joint[: len(prompt_ids)] == prompt_ids and len(joint) > len(prompt_ids):
+        return prompt_ids, joint[len(prompt_ids) :]
+    target_ids = list(tokenizer(target_text(target), add_special_tokens=False)["input_ids"])
+    if not target_ids:
+        raise ValueError(f"target {target!r} tokenises to nothing")
+    return prompt_ids, target_ids
+
+
+def score(
+    lm: LoadedModel,
+    pairs: Sequence[tuple[str, str]],
+    token_budget: int = DEFAULT_TOKEN_BUDGET,
+) -> list[TargetScore]:
+    """Score every (prompt, target) pair; the result is in the order of ``pairs``."""
+    encoded = [encode_pair(lm.tokenizer, prompt, target) for prompt, target in pairs]
+    # Feed prompt + target minus its last token: the last len(target) positions predict the target.
+    inputs = [prompt_ids + target_ids[:-1] for prompt_ids, target_ids in encoded]
+    order = sorted(range(len(inputs)), key=lambda index: len(inputs[index]))
+    results: list[TargetScore | None] = [None] * len(inputs)
+    start = 0
+    while start < len(order):
+        stop = start + 1
+        while stop < len(order) and (stop - start + 1) * len(inputs[order[stop]]) <= token_budget:
+            stop += 1
+        chunk = order[start:stop]
+        for index, scored in zip(chunk, _score_batch(lm, [inputs[i] for i in chunk],
+                                                     [encoded[i][1] for i in chunk]), strict=True):
+            results[index] = scored
+        start = stop
+    return results  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def _score_batch(lm: LoadedModel, inputs: list[list[int]], targets: list[list[int]]) -> list[TargetScore]:
+    batch = pad_left(inputs, lm.pad_token_id, lm.device)
+    hidden = final_hidden(lm, batch)  # (B, T, d)
+    width = batch.width
+    rows = torch.cat([torch.full((len(t),), row, dtype=torch.long) for row, t in enumerate(targets)])
+    cols = torch.cat([torch.arange(width - len(t), width) for t in targets])
+    log_probs = torch.log_softmax(logits_from_hidden(lm, hidden[rows, cols]).float(), dim=-1)  # (N, V)
+    flat_targets = torch.tensor([token for t in targets for token in t], device=log_probs.device)
+    chosen = log_probs.gather(1, flat_targets[:, None])[:, 0].tolist()
+    predicted = log_probs.argmax(dim=-1).tolist()
+    scores, offset = [], 0
+    for target in targets:
+        end = offset + len(target)
+        scores.append(TargetScore(tuple(target), tuple(chosen[offset:end]), tuple(predicted[offset:end])))
+        offset = end
+    return scores
+
+
+@torch.no_grad()
+def top_next_tokens(lm: LoadedModel, prompts: Sequence[str], k: int = 5) -> list[list[tuple[str, float]]]:
+    """The k most likely next tokens (decoded) and their probabilities after each prompt."""
+    batch = pad_left([encode(lm.tokenizer, prompt) for prompt in prompts], lm.pad_token_id, lm.device)
+    hidden = final_hidden(lm, batch)[:, -1]
+    probs = torch.softmax(logits_from_hidden(lm, hidden).float(), dim=-1)
+    values, indices = probs.topk(k, dim=-1)
+    return [
+        [(lm.tokenizer.decode([token]), float(value)) for token, value in zip(row_ids.tolist(), row_values.tolist(), strict=True)]
+        for row_ids, row_values in zip(indices, values, strict=True)
+    ]

@@ -1,0 +1,107 @@
+"""Hyperparameters: a frozen dataclass per method, defaults per model from a YAML file beside it.
+
+Resolution order (later wins): the dataclass defaults, the YAML's ``generic`` section, its
+``families`` entry for the model's ``config.model_type``, its ``models`` entry for the name the
+model was loaded by (bundled models), a user YAML file, then ``key=value`` overrides.
+
+EasyEdit spellings are accepted where they mean the same thing (``layers: [5]`` for ``layer: 5``,
+``mom2_n_samples`` is ignored with a warning because it counts Wikipedia articles, not tokens) so users can bring
+their files; unknown keys are errors that list the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from kedit.errors import KeditError
+from kedit.models.loading import LoadedModel
+
+H = TypeVar("H")
+
+# EasyEdit / ROME keys that name something kedit finds itself; they are accepted and ignored.
+IGNORED_KEYS = frozenset({
+    "alg_name", "model_name", "device", "rewrite_module_tmp", "layer_module_tmp", "mlp_module_tmp",
+    "attn_module_tmp", "ln_f_module", "lm_head_module", "v_loss_layer", "stats_dir", "model_parallel",
+    "max_length", "fp16", "batch_size", "mom2_dtype",
+})
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"key=value"`` → (key, value parsed as YAML: numbers, booleans, lists work)."""
+    if "=" not in text:
+        raise KeditError(f"override {text!r} must look like key=value")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw)
+
+
+def _family_key(lm: LoadedModel) -> str:
+    config = lm.model.config
+    return str(getattr(config, "model_type", "unknown"))
+
+
+def load_defaults(yaml_path: Path, lm: LoadedModel | None) -> dict[str, Any]:
+    data = yaml.safe_load(Path(yaml_path).read_text()) or {}
+    merged = dict(data.get("generic") or {})
+    if lm is not None:
+        merged.update((data.get("families") or {}).get(_family_key(lm)) or {})
+        merged.update((data.get("models") or {}).get(lm.source) or {})
+    return merged
+
+
+def build_hparams(
+    cls: type[H],
+    lm: LoadedModel | None,
+    defaults_yaml: Path | None,
+    user_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    aliases: Mapping[str, Callable[[Any], tuple[str, Any]]] | None = None,
+    derive: Callable[[dict[str, Any], LoadedModel | None], dict[str, Any]] | None = None,
+) -> H:
+    """Merge the layers of configuration into an instance of the frozen dataclass ``cls``.
+
+    ``aliases`` maps a foreign key to a function returning (our key, our value); ``derive`` fills
+    values that depend on the model (for example a layer chosen as a fraction of the depth).
+    """
+    values: dict[str, Any] = load_defaults(defaults_yaml, lm) if defaults_yaml else {}
+    if user_file is not None:
+        loaded = yaml.safe_load(Path(user_file).read_text()) or {}
+        if not isinstance(loaded, Mapping):
+            raise KeditError(f"{user_file} must hold a mapping of hyperparameters")
+        values.update(loaded)
+    values.update(overrides or {})
+    fields = {f.name for f in dataclasses.fields(cls)}
+    resolved: dict[str, Any] = {}
+    for key, value in values.items():
+        if aliases and key in aliases and key not in fields:
+            key, value = aliases[key](value)
+            if key is None:  # an alias that means "accepted, not used"
+                continue
+        if key in IGNORED_KEYS and key not in fields:
+            continue
+        if key not in fields:
+            close = difflib.get_close_matches(key, sorted(fields), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise KeditError(f"unknown hyperparameter {key!r} for {cls.__name__}{hint}; valid: {', '.join(sorted(fields))}")
+        resolved[key] = value
+    if derive is not None:
+        resolved = derive(resolved, lm)
+    for f in dataclasses.fields(cls):
+        if f.name in resolved and isinstance(resolved[f.name], list) and isinstance(f.default, tuple):
+            resolved[f.name] = tuple(tuple(v) if isinstance(v, list) else v for v in resolved[f.name])
+    try:
+        return cls(**resolved)
+    except TypeError as error:
+        raise KeditError(f"bad hyperparameters for {cls.__name__}: {error}") from error
+
+
+def single_layer_alias(value: Any) -> tuple[str, Any]:
+    """EasyEdit's ROME files say ``layers: [5]``; ROME edits exactly one layer."""
+    if isinstance(value, list) and len(value) == 1:
+        return "layer", int(value[0])
+    raise KeditError(f"ROME edits one layer; 'layers' must be a one-element list, got {value!r}")

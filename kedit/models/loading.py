@@ -1,0 +1,138 @@
+"""``load_model``: one entry point for bundled models, local HF folders, GGUF files and hub ids."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from kedit.errors import ModelLoadError
+from kedit.models.anatomy import Anatomy, find_anatomy
+from kedit.models.bundled import BUNDLED_MODELS
+from kedit.models.fingerprint import weights_fingerprint
+from kedit.models.gguf_cache import converted_dir
+
+DEFAULT_MODEL = "smollm2-135m"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for editing: weights, tokenizer, where its parts are, and who it is.
+
+    ``fingerprint`` identifies the weights as loaded (before any edit); caches and saved edits are
+    keyed by it. ``model`` is in eval mode with gradients off for every parameter.
+    """
+
+    model: nn.Module
+    tokenizer: Any
+    fingerprint: str
+    anatomy: Anatomy
+    source: str
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def pad_token_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    def module(self, path: str) -> nn.Module:
+        return self.model.get_submodule(path)
+
+    def parameter(self, name: str) -> nn.Parameter:
+        return self.model.get_parameter(name)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device 'cuda' was requested but torch sees no CUDA device; use 'cpu' or 'auto'")
+    return resolved
+
+
+def _offline_choices() -> str:
+    bundled = ", ".join(
+        f"{name} ({'installed' if spec.is_installed() else 'not installed: ' + spec.install_hint})"
+        for name, spec in BUNDLED_MODELS.items()
+    )
+    return f"bundled models: {bundled}; a local Hugging Face model folder; or a local .gguf file"
+
+
+def _source_directory(name_or_path: str) -> tuple[str | Path, bool]:
+    """Return (what to pass to from_pretrained, whether it is local)."""
+    if name_or_path in BUNDLED_MODELS:
+        bundled = BUNDLED_MODELS[name_or_path]
+        return converted_dir(bundled.part_paths(), bundled.gguf_name), True
+    path = Path(name_or_path).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file {path} does not exist")
+        return converted_dir([path], path.name), True
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path} is a folder but has no config.json: it is not a Hugging Face model folder")
+        return path, True
+    if path.exists() or name_or_path.startswith((".", "/", "~")):
+        raise ModelLoadError(f"{name_or_path!r} is neither a model folder nor a .gguf file")
+    return name_or_path, False
+
+
+def _prepare_tokenizer(tokenizer: Any) -> Any:
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token_id is None:
+            raise ModelLoadError("the tokenizer has neither a pad nor an eos token; kedit cannot pad batches")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def prepare_model(model: nn.Module, tokenizer: Any, source: str = "in-memory") -> LoadedModel:
+    """Wrap an already-built model (for example a tiny random one in a test) as a LoadedModel."""
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    first = next(model.parameters())
+    return LoadedModel(
+        model=model,
+        tokenizer=_prepare_tokenizer(tokenizer),
+        fingerprint=weights_fingerprint(model),
+        anatomy=find_anatomy(model),
+        source=source,
+        device=first.device,
+        dtype=first.dtype,
+    )
+
+
+def load_model(
+    name_or_path: str = DEFAULT_MODEL,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> LoadedModel:
+    """Load a causal LM for editing.
+
+    ``name_or_path`` is a bundled name (``smollm2-135m``, ``gemma3-270m``), a local HF folder, a
+    ``.gguf`` file (converted once to safetensors under ``$KEDIT_HOME``) or a hub id (needs the
+    network; offline, the error names what can be loaded instead).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target_device = resolve_device(device)
+    source, local = _source_directory(str(name_or_path))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=local)
+    except OSError as error:
+        if local:
+            raise ModelLoadError(f"could not load the model from {source}: {error}") from error
+        raise ModelLoadError(
+            f"could not load {name_or_path!r} from the Hugging Face hub ({error.__class__.__name__}: "
+            f"{str(error).splitlines()[0]}). Without network access, use one of the offline choices: "
+            f"{_offline_choices()}"
+        ) from error
+    model.to(target_device)
+    return prepare_model(model, tokenizer, source=str(name_or_path))
