@@ -36,8 +36,21 @@ DEFAULT_BATCH_TOKENS = 4096
 log = logging.getLogger(__name__)
 
 
+def _context_length(lm: LoadedModel) -> int | None:
+    """The longest sequence the model accepts (its position-embedding count), if the config says."""
+    config = lm.model.config
+    config = getattr(config, "text_config", None) or config
+    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def _windows(lm: LoadedModel, corpus: Corpus, n_tokens: int, sequence_length: int) -> Iterator[list[int]]:
-    """Token windows (each document tokenised, cut into pieces) until ``n_tokens`` have been produced."""
+    """Token windows (each document tokenised, cut into pieces no longer than the model's context)
+    until ``n_tokens`` have been produced."""
+    sequence_length = min(sequence_length, _context_length(lm) or sequence_length)
     produced = 0
     for document in corpus.documents():
         ids = lm.tokenizer(document, add_special_tokens=True)["input_ids"]
