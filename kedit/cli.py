@@ -149,13 +149,13 @@ def stats(
 ) -> None:
     """Precompute (and cache) the MLP key statistics that ROME-style methods need."""
     from kedit.stats import resolve_corpus, second_moments
-    from kedit.stats.second_moment import _cache_path
+    from kedit.stats.second_moment import statistics_cache_path
 
     layer_list = _parse_layers(layers)
     log = _stderr()
     lm, _ = _load(model, device, log)
     resolved = resolve_corpus(corpus)
-    paths = {layer: _cache_path(lm, layer, resolved, tokens) for layer in layer_list}
+    paths = {layer: statistics_cache_path(lm, layer, resolved, tokens) for layer in layer_list}
     was_cached = {layer: path.is_file() for layer, path in paths.items()}
     started = time.perf_counter()
     second_moments(lm, layer_list, resolved, tokens)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,9 +130,11 @@ def load_model(
     except OSError as error:
         if local:
             raise ModelLoadError(f"could not load the model from {source}: {error}") from error
+        close = difflib.get_close_matches(str(name_or_path), list(BUNDLED_MODELS), n=1, cutoff=0.6)
+        hint = f"Did you mean the bundled {close[0]!r}? " if close else ""
         raise ModelLoadError(
             f"could not load {name_or_path!r} from the Hugging Face hub ({error.__class__.__name__}: "
-            f"{str(error).splitlines()[0]}). Without network access, use one of the offline choices: "
+            f"{str(error).splitlines()[0]}). {hint}Without network access, use one of the offline choices: "
             f"{_offline_choices()}"
         ) from error
     model.to(target_device)

@@ -128,7 +128,8 @@ def collect_second_moments(
     return {layer: (total / counted).cpu() for layer, total in sums.items()}
 
 
-def _cache_path(lm: LoadedModel, layer: int, corpus: Corpus, n_tokens: int) -> Path:
+def statistics_cache_path(lm: LoadedModel, layer: int, corpus: Corpus, n_tokens: int) -> Path:
+    """Where the second moment of ``layer`` for (this model, corpus, token count, dtype) is cached."""
     dtype = str(lm.dtype).removeprefix("torch.")
     name = f"layer{layer}-corpus{corpus.digest[:16]}-tok{n_tokens}-{dtype}.safetensors"
     return cache_dir("stats") / lm.fingerprint[:24] / name
@@ -173,7 +174,7 @@ def second_moments(
     result: dict[int, torch.Tensor] = {}
     missing = []
     for layer in sorted(set(layers)):
-        cached = _load_cached(_cache_path(lm, layer, corpus, n_tokens), _metadata(lm, layer, corpus, n_tokens))
+        cached = _load_cached(statistics_cache_path(lm, layer, corpus, n_tokens), _metadata(lm, layer, corpus, n_tokens))
         if cached is None:
             missing.append(layer)
         else:
@@ -181,7 +182,7 @@ def second_moments(
     if missing:
         computed = collect_second_moments(lm, missing, corpus, n_tokens, progress=progress)
         for layer, matrix in computed.items():
-            path = _cache_path(lm, layer, corpus, n_tokens)
+            path = statistics_cache_path(lm, layer, corpus, n_tokens)
             with atomic_path(path) as tmp:
                 save_file({"second_moment": matrix.contiguous()}, str(tmp),
                           metadata=_metadata(lm, layer, corpus, n_tokens))
