@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import os
 import sysconfig
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -81,12 +82,14 @@ def files_corpus(paths: Sequence[str | Path]) -> Corpus:
 
 
 def _stdlib_files() -> tuple[Path, list[Path]]:
+    """The standard library's ``.py`` files, sorted; skipped folders are pruned during the walk
+    (the interpreter's own site-packages can be far larger than the standard library)."""
     root = Path(sysconfig.get_paths()["stdlib"])
-    files = [
-        path for path in sorted(root.rglob("*.py"))
-        if not _STDLIB_SKIP.intersection(path.relative_to(root).parts)
-    ]
-    return root, files
+    files = []
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if d not in _STDLIB_SKIP and not d.startswith("."))
+        files.extend(Path(folder) / name for name in names if name.endswith(".py"))
+    return root, sorted(files)
 
 
 def stdlib_corpus(min_chars: int = 80) -> Corpus:
