@@ -62,6 +62,45 @@ def metrics_run(lm, cases) -> tuple[dict, list[float], list[float]]:
     return kedit.summarize(records), edit_seconds, eval_seconds
 
 
+def _fmt(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def render_markdown(result: dict) -> str:
+    """The tables that go into docs/BENCHMARKS.md."""
+    speed = result["edit_seconds_median"]
+    base = speed["both caches (default)"]
+    lines = [
+        f"Model {result['model']} (layer {result['layer']}), {result['machine']}, torch {result['torch']}.",
+        "",
+        "| measurement | value |",
+        "|---|---:|",
+    ]
+    for name, seconds in speed.items():
+        ratio = "" if name.startswith("both caches") else f" ({seconds / base:.2f}× the default)"
+        lines.append(f"| seconds per ROME edit, median of {len(result['edit_seconds_all'][name])}, {name} | "
+                     f"{seconds:.2f}{ratio} |")
+    lines += [
+        f"| seconds per ROME edit, median over the {result['metrics_n']} metric records | "
+        f"{result['metrics_run_edit_seconds_median']:.2f} |",
+        f"| seconds to evaluate one case (all probes, before and after), median | "
+        f"{result['evaluate_one_case_seconds_median']:.3f} |",
+        f"| statistics throughput (tokens / s, one pass to layer {result['layer']}) | "
+        f"{result['statistics_tokens_per_second']:.0f} |",
+        "",
+        f"Quality on the first {result['metrics_n']} records (each edited alone, then reverted):",
+        "",
+        "| protocol | metric | before | after |",
+        "|---|---|---:|---:|",
+    ]
+    for protocol in ("probability", "token"):
+        block = result["metrics"].get(protocol, {})
+        for name in block.get("post", {}):
+            lines.append(f"| {protocol} | {name} | {_fmt(block.get('pre', {}).get(name))} | "
+                         f"{_fmt(block['post'][name])} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
@@ -94,7 +133,7 @@ def main() -> None:
     result["evaluate_one_case_seconds_median"] = statistics.median(eval_seconds)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: v for k, v in result.items() if k != "edit_seconds_all"}, indent=2))
+    print(render_markdown(result))
 
 
 if __name__ == "__main__":
