@@ -3,6 +3,8 @@ optimisation is the documented objective whatever caches it uses (SPEC-ALGORITHM
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -257,3 +259,16 @@ def test_value_caches_change_nothing(any_lm, cache_prefix, cache_lower_blocks, r
     for name, tensor in lm.model.state_dict().items():  # no hook or replaced forward is left behind
         assert torch.equal(tensor, before[name])
     assert all("forward" not in vars(lm.module(p)) for p in lm.anatomy.block_paths)
+
+
+def test_cache_switches_reach_the_optimisation_and_change_no_delta(make_lm, corpus_file):
+    """Turning both v* caches off through ROME's hyperparameters gives the same weight delta."""
+    lm = make_lm("llama")
+    hparams = _hparams(corpus_file, mom2_adjustment=False)
+    plain = ROME().default_hparams(lm, overrides={**dataclasses.asdict(hparams), "cache_prefix": False,
+                                                  "cache_lower_blocks": False})
+    assert plain.value_settings().cache_prefix is False and plain.value_settings().cache_lower_blocks is False
+    name = lm.anatomy.mlp_out_weight(LAYER)
+    cached = ROME().compute(lm, [REQUEST], hparams).deltas[name]
+    uncached = ROME().compute(lm, [REQUEST], plain).deltas[name]
+    assert torch.allclose(cached, uncached, rtol=1e-4, atol=1e-6)

@@ -74,9 +74,11 @@ def subject_token_index(tokenizer, template: str, subject: str, mode: str = "sub
 # --------------------------------------------------------------------------- context templates
 
 
-# ROME samples its templates after GPT-2's <|endoftext|>; instruction-tuned models (SmolLM2,
-# Gemma-3) produce noise after a document-start token, so kedit starts each sample from one of
-# MEMIT's seed words instead (cycled), which yields natural prefixes on every model tried.
+# ROME samples its templates after GPT-2's <|endoftext|>. After a document-start token SmolLM2
+# emits symbol noise ("-_m_.", ",-1."), so kedit starts each sample from one of MEMIT's seed
+# words instead (cycled). Gemma-3 then writes natural prefixes ("Because it is an important");
+# SmolLM2's remain rough ("The-the-key", "You, for example,") but are varied text, which is what
+# the templates are for: a key that holds whatever precedes the subject.
 TEMPLATE_SEEDS = ("The", "Therefore", "Because", "I", "You")
 
 

@@ -63,7 +63,8 @@ class ROMEHparams:
     context_template_length_params: tuple[tuple[int, int], ...] = ((5, 10), (10, 10))
     template_seed: int = 0
     key_mode: str = "paper"
-    cache_lower_blocks: bool = True
+    cache_prefix: bool = True  # v* loop: tokens before the subject come from a KV cache
+    cache_lower_blocks: bool = True  # v* loop: blocks below the edit layer are replayed
 
     def __post_init__(self) -> None:
         if self.key_mode not in KEY_MODES:
@@ -80,6 +81,7 @@ class ROMEHparams:
             kl_factor=self.kl_factor,
             fact_token=self.fact_token,
             cache_lower_blocks=self.cache_lower_blocks,
+            cache_prefix=self.cache_prefix,
         )
 
 
