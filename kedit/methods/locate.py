@@ -28,6 +28,7 @@ from kedit.models.loading import LoadedModel
 from kedit.models.tracing import (
     capture_inputs,
     edit_output,
+    final_hidden,
     logits_from_hidden,
     replay_blocks_below,
     run_until,
@@ -134,15 +135,23 @@ def mlp_keys(lm: LoadedModel, layer: int, texts: Sequence[str], token_indices: S
     return inputs[rows, cols].detach().to(torch.float32)
 
 
+def filled_templates(request: EditRequest, templates: Sequence[str]) -> list[tuple[str, str]]:
+    """For each context template: (template holding the request prompt with its subject slot, full text)."""
+    pairs = []
+    for template in templates:
+        prompt_template = template.replace(SUBJECT_SLOT, request.prompt, 1)
+        pairs.append((prompt_template, prompt_template.replace(SUBJECT_SLOT, request.subject, 1)))
+    return pairs
+
+
 def request_keys(
     lm: LoadedModel, request: EditRequest, layer: int, templates: Sequence[str], fact_token: str
 ) -> torch.Tensor:
     """(n_templates, d_k) keys of ``request``'s subject in each context template."""
-    texts, indices = [], []
-    for template in templates:
-        filled_template = template.replace(SUBJECT_SLOT, request.prompt, 1)
-        texts.append(filled_template.replace(SUBJECT_SLOT, request.subject, 1))
-        indices.append(subject_token_index(lm.tokenizer, filled_template, request.subject, fact_token))
+    pairs = filled_templates(request, templates)
+    texts = [text for _, text in pairs]
+    indices = [subject_token_index(lm.tokenizer, prompt_template, request.subject, fact_token)
+               for prompt_template, _ in pairs]
     return mlp_keys(lm, layer, texts, indices)
 
 
@@ -290,9 +299,7 @@ def optimize_target_value(
     n_target = len(target_ids)
 
     sequences, subjects = [], []
-    for template in templates:
-        prompt_template = template.replace(SUBJECT_SLOT, request.prompt, 1)
-        text = prompt_template.replace(SUBJECT_SLOT, request.subject, 1)
+    for prompt_template, text in filled_templates(request, templates):
         sequences.append(encode(tokenizer, text) + target_ids[:-1])
         subjects.append(subject_token_index(tokenizer, prompt_template, request.subject, settings.fact_token))
     sequences.append(encode(tokenizer, ESSENCE_TEMPLATE.replace(SUBJECT_SLOT, request.subject)))
@@ -313,8 +320,7 @@ def optimize_target_value(
 
     def forward() -> torch.Tensor:
         step.restore()
-        output = lm.model.base_model(**step.kwargs)
-        return output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+        return final_hidden(lm, step.kwargs)
 
     replay = replay_blocks_below(lm, layer, step.kwargs, before=step.restore) if settings.cache_lower_blocks \
         else contextlib.nullcontext()

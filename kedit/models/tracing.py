@@ -64,10 +64,13 @@ def run_until(lm: LoadedModel, inputs: Batch | dict, last_module: nn.Module) -> 
         handle.remove()
 
 
-def final_hidden(lm: LoadedModel, batch: Batch) -> torch.Tensor:
-    """(B, T, d) hidden states after the final norm, without computing logits for every position."""
-    base = lm.model.base_model
-    output = base(**batch.model_inputs(), use_cache=False)
+def final_hidden(lm: LoadedModel, inputs: Batch | dict) -> torch.Tensor:
+    """(B, T, d) hidden states after the final norm, without computing logits for every position.
+
+    ``inputs`` is a Batch or keyword inputs for the base model (e.g. with a KV cache).
+    """
+    kwargs = inputs.model_inputs() | {"use_cache": False} if isinstance(inputs, Batch) else inputs
+    output = lm.model.base_model(**kwargs)
     return output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
 
 
