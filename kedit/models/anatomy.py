@@ -81,12 +81,17 @@ def _is_conv1d(module: nn.Module) -> bool:
     return hasattr(module, "nf") and not isinstance(module, nn.Linear)
 
 
+def text_config(model: nn.Module):
+    """The model's config, or its ``text_config`` for families that nest one (Gemma-3, multimodal)."""
+    config = getattr(model, "config", None)
+    return getattr(config, "text_config", None) or config
+
+
 def _hidden_size(model: nn.Module) -> int:
     embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     if embeddings is not None and hasattr(embeddings, "weight"):
         return int(embeddings.weight.shape[1])
-    config = getattr(model, "config", None)
-    config = getattr(config, "text_config", None) or config
+    config = text_config(model)
     for key in ("hidden_size", "n_embd", "d_model"):
         if config is not None and getattr(config, key, None):
             return int(getattr(config, key))

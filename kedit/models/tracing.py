@@ -8,11 +8,12 @@ leaves a hook behind.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
 
+from kedit.models.anatomy import text_config
 from kedit.models.batching import Batch
 from kedit.models.loading import LoadedModel
 
@@ -77,9 +78,7 @@ def final_hidden(lm: LoadedModel, inputs: Batch | dict) -> torch.Tensor:
 def logits_from_hidden(lm: LoadedModel, hidden: torch.Tensor) -> torch.Tensor:
     """Apply the unembedding (and the final logit soft-cap some families use) to final hidden states."""
     logits = lm.module(lm.anatomy.unembed_path)(hidden)
-    config = lm.model.config
-    config = getattr(config, "text_config", None) or config
-    cap = getattr(config, "final_logit_softcapping", None)
+    cap = getattr(text_config(lm.model), "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
     return logits
@@ -136,7 +135,3 @@ def _detach(output: object) -> object:
     if isinstance(output, tuple):
         return tuple(_detach(item) for item in output)
     return output
-
-
-def modules_at(lm: LoadedModel, paths: Sequence[str]) -> dict[str, nn.Module]:
-    return {path: lm.module(path) for path in paths}

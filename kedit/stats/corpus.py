@@ -36,10 +36,11 @@ class Corpus:
     documents: Callable[[], Iterator[str]]  # a fresh iterator over the documents, in a fixed order
 
 
-def _hash_files(files: Sequence[Path], root: Path | None = None) -> str:
+def _hash_files(files: Sequence[Path]) -> str:
+    """sha256 over each file's name and bytes, in order."""
     digest = hashlib.sha256()
     for path in files:
-        digest.update(str(path.relative_to(root) if root else path.name).encode())
+        digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
 

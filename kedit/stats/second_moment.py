@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from kedit.errors import CacheError
+from kedit.models.anatomy import text_config
 from kedit.models.batching import pad_left
 from kedit.models.loading import LoadedModel
 from kedit.models.tracing import run_until
@@ -38,8 +39,7 @@ log = logging.getLogger(__name__)
 
 def _context_length(lm: LoadedModel) -> int | None:
     """The longest sequence the model accepts (its position-embedding count), if the config says."""
-    config = lm.model.config
-    config = getattr(config, "text_config", None) or config
+    config = text_config(lm.model)
     for key in ("max_position_embeddings", "n_positions", "n_ctx"):
         value = getattr(config, key, None)
         if isinstance(value, int) and value > 0:
