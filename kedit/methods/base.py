@@ -148,11 +148,16 @@ def load_edit(directory: str | Path) -> Edit:
 
 
 class Method(Protocol):
-    """What a registered method provides."""
+    """What a registered method provides.
+
+    ``batch_capable`` methods compute many requests jointly in one ``compute`` call (MEMIT,
+    AlphaEdit, FT); the others are looped request by request on the progressively edited model.
+    """
 
     name: ClassVar[str]
     summary: ClassVar[str]
     hparams_class: ClassVar[type]
+    batch_capable: ClassVar[bool]
 
     def default_hparams(self, lm: LoadedModel | None, user_file: str | Path | None = None,
                         overrides: Mapping[str, Any] | None = None) -> Any: ...
@@ -188,3 +193,31 @@ def get_method(name: str) -> Method:
 
 def hparams_dict(hparams: Any) -> dict[str, Any]:
     return dataclasses.asdict(hparams) if dataclasses.is_dataclass(hparams) else dict(hparams)
+
+
+class EditSession:
+    """A method bound to one model and one set of hyperparameters for a series of edits.
+
+    It holds what is computed once and reused across edits (statistics, projectors) and state
+    that accumulates (AlphaEdit's keys of earlier edits). Methods with such needs return their own
+    subclass from ``open_session(lm, hparams)``; the default just calls ``compute``. Callers must
+    call :meth:`applied` after applying each edit the session computed, so the state follows the
+    model.
+    """
+
+    def __init__(self, method: Method, lm: LoadedModel, hparams: Any) -> None:
+        self.method = method
+        self.lm = lm
+        self.hparams = hparams
+
+    def compute(self, requests: Sequence[EditRequest]) -> Edit:
+        return self.method.compute(self.lm, requests, self.hparams)
+
+    def applied(self, edit: Edit) -> None:
+        """Called once ``edit`` (computed by this session) is applied to the model."""
+
+
+def open_session(method: Method, lm: LoadedModel, hparams: Any) -> EditSession:
+    """The method's own session when it defines one, else the stateless default."""
+    opener = getattr(method, "open_session", None)
+    return opener(lm, hparams) if opener is not None else EditSession(method, lm, hparams)

@@ -156,6 +156,7 @@ def rank_one_update(
 class ROME:
     summary: ClassVar[str] = "Rank-one update of one MLP output matrix (Meng et al. 2022; r-ROME key fix by default)"
     hparams_class: ClassVar[type] = ROMEHparams
+    batch_capable: ClassVar[bool] = False
 
     def default_hparams(
         self, lm: LoadedModel | None, user_file: str | Path | None = None, overrides: Mapping[str, Any] | None = None
