@@ -59,13 +59,16 @@ class EditRequest:
 
     ``prompt`` either contains ``{}`` where the subject goes or contains the subject verbatim (its
     first occurrence becomes the slot). After construction ``prompt`` always holds the ``{}`` form;
-    :attr:`text` is the filled prompt.
+    :attr:`text` is the filled prompt. ``extra_targets`` are further correct answers besides
+    ``target_new`` (a one-to-many relation); only methods that write several labels at once
+    (``mle``) use them, the others edit ``target_new``.
     """
 
     prompt: str
     subject: str
     target_new: str
     target_true: str | None = None
+    extra_targets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _require_text(self.prompt, "prompt")
@@ -80,6 +83,7 @@ class EditRequest:
         object.__setattr__(self, "target_new", self.target_new.strip())
         if self.target_true is not None:
             object.__setattr__(self, "target_true", self.target_true.strip())
+        object.__setattr__(self, "extra_targets", _text_tuple(self.extra_targets, "extra_targets"))
 
     @property
     def text(self) -> str:
@@ -104,12 +108,21 @@ class EditRequest:
         if missing:
             raise RequestError(f"edit request is missing {', '.join(missing)}; got keys {sorted(record)}")
         target_true = record.get("target_true", record.get("ground_truth"))
+        extra = record.get("extra_targets") or ()
         return cls(
             prompt=record["prompt"],
             subject=record["subject"],
             target_new=_unwrap_target(record["target_new"], "target_new"),
             target_true=None if target_true is None else _unwrap_target(target_true, "target_true"),
+            extra_targets=extra if isinstance(extra, str) else tuple(_unwrap_target(t, "extra_targets") for t in extra),
         )
+
+
+def _text_tuple(values: Any, name: str) -> tuple[str, ...]:
+    """A list or tuple of non-empty strings, each stripped (a bare string is refused: it is not a list)."""
+    if isinstance(values, str) or not isinstance(values, Sequence):
+        raise RequestError(f"{name} must be a list of strings, got {type(values).__name__}: {values!r}")
+    return tuple(_require_text(value, f"{name}[{index}]").strip() for index, value in enumerate(values))
 
 
 def _unwrap_target(value: Any, name: str) -> str:
