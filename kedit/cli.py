@@ -24,6 +24,8 @@ from rich.markup import escape
 from rich.table import Table
 from tqdm.auto import tqdm
 
+from kedit.cli_ledger import ledger_app
+from kedit.cli_report import report as report_command
 from kedit.errors import KeditError
 from kedit.models.bundled import BUNDLED_MODELS
 from kedit.models.loading import DEFAULT_MODEL
@@ -240,6 +242,12 @@ def _metrics_tables(metrics: dict[str, Any]) -> list[Table]:
     return tables
 
 
+def _open_ledger(path: Path) -> Any:
+    from kedit.ledger import Ledger
+
+    return Ledger.open(path, create=True)
+
+
 def _token_dicts(tokens: Sequence[tuple[str, float]]) -> list[dict[str, Any]]:
     return [{"token": token, "probability": probability} for token, probability in tokens]
 
@@ -253,12 +261,13 @@ def edit(
     target_true: Annotated[str | None, typer.Option(help="The current object (enables the probability protocol).")] = None,
     rephrase: Annotated[list[str] | None, typer.Option(help="A rephrase of the prompt: shown and scored as generalization. Repeatable.")] = None,
     probe: Annotated[list[str] | None, typer.Option(help="Any prompt whose next tokens to show before and after. Repeatable.")] = None,
-    model: Annotated[str, typer.Option(help="Bundled name, HF folder, .gguf file or hub id.")] = DEFAULT_MODEL,
+    model: Annotated[str | None, typer.Option(help="Bundled name, HF folder, .gguf file or hub id (default: the ledger's base model with --ledger, else smollm2-135m).")] = None,
     method: Annotated[str, typer.Option(help="Editing method (see `kedit methods`).")] = "rome",
     set_: Annotated[list[str] | None, typer.Option("--set", help="Hyperparameter override key=value. Repeatable.")] = None,
     hparams: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="YAML file of hyperparameters.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     save: Annotated[Path | None, typer.Option(help="Save the edit (deltas + manifest) to this folder.")] = None,
+    ledger: Annotated[Path | None, typer.Option(file_okay=False, help="Append the edit to this ledger (created if missing); it is computed on top of the ledger's edits. See `kedit ledger`.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout and nothing else.")] = False,
 ) -> None:
     """Edit one fact, show the next tokens before and after, and measure the edit."""
@@ -270,10 +279,14 @@ def edit(
     prompts = _prompts(request.text, case.rephrases, probe or ())
     _check_method(method, hparams, overrides)
     out, log = _stdout(), _stderr()
+    book = _open_ledger(ledger) if ledger else None
+    model = model or (book.base.source if book and book.base else DEFAULT_MODEL)
 
     # With --json every stray print (ours or a library's) goes to stderr; stdout gets the JSON alone.
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
         lm, load_seconds = _load(model, device, log)
+        if book is not None:
+            log.print(f"applied the ledger's {len(book.apply(lm).ids)} edit(s); the edit is computed on top of them")
         before = _top_tokens(lm, prompts)
         highlights = [_first_target_token(lm, p.text, request.target_new) for p in prompts]
         if not as_json:
@@ -291,6 +304,9 @@ def edit(
         saved = result.save(save) if save else None
         if saved:
             log.print(f"edit saved to {escape(str(saved))}")
+        entry = book.append(result, lm) if book is not None else None
+        if entry is not None:
+            log.print(f"edit appended to the ledger {escape(str(ledger))} as {entry.id}")
 
     if as_json:
         payload = {
@@ -306,6 +322,7 @@ def edit(
             "record": records[0],
             "seconds": {"load": load_seconds, "edit": edit_seconds, "evaluate": eval_seconds},
             "saved": str(saved) if saved else None,
+            "ledger_entry": entry.id if entry is not None else None,
         }
         typer.echo(json.dumps(payload, default=str))
         return
@@ -405,3 +422,7 @@ def demo(
         f"report: {escape(str(out / REPORT_FILE))}  (load {seconds['load_model']:.1f} s, "
         f"edits {seconds['edits']:.1f} s, evaluation {seconds['evaluation']:.1f} s, total {seconds['total']:.1f} s)"
     )
+
+
+app.command(name="report")(_reports_errors(report_command))
+app.add_typer(ledger_app, name="ledger")

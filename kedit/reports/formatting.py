@@ -13,8 +13,14 @@ def format_probability(value: float | None) -> str:
 
 
 def format_score(value: float | None) -> str:
-    """Scores and accuracies in [0, 1], entropies in bits: two decimals are what differs between runs."""
-    return MISSING if value is None else f"{value:.2f}"
+    """Scores and accuracies in [0, 1], entropies in bits: two decimals are what differs between runs.
+
+    A tiny negative value is written "0.00", not "-0.00".
+    """
+    if value is None:
+        return MISSING
+    text = f"{value:.2f}"
+    return "0.00" if text == "-0.00" else text
 
 
 def format_change(pre: float | None, post: float | None) -> str:

@@ -14,13 +14,18 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from kedit.paths import atomic_path
+from kedit.reports.comparison import Curve, MetricGroup, Series
 from kedit.reports.records import CaseRow, case_row, metric_rows
 
 CASE_PLOT = "case_probabilities.png"
 METRICS_PLOT = "metric_means.png"
 BEFORE_COLOUR, AFTER_COLOUR = "#9e9e9e", "#1f77b4"  # grey = unedited, blue = edited
+# One colour per run in comparisons (matplotlib's tab10 without its grey, which marks unedited models).
+RUN_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
+MAX_EDIT_TICKS = 8
 # The headline metrics of each protocol, in reading order; others stay in the tables.
 HEADLINE_METRICS = {
     "token": ("reliability", "generalization", "portability", "locality"),
@@ -100,3 +105,90 @@ def write_plots(records: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]
         plot_case_probabilities(records, directory / CASE_PLOT),
         plot_metric_means(summary, directory / METRICS_PLOT),
     ]
+
+
+# ------------------------------------------------------------------------------------ comparisons of runs
+
+
+def run_colours(labels: Sequence[str]) -> dict[str, str]:
+    """A colour per run label, in the order given, so one run has one colour in every plot of a report."""
+    return {label: RUN_COLOURS[index % len(RUN_COLOURS)] for index, label in enumerate(labels)}
+
+
+def _value_range(values: Sequence[float]) -> tuple[float, float]:
+    """[0, 1] for rates; widened (never narrowed) when a metric such as drawdown leaves it."""
+    low, high = min([0.0, *values]), max([1.0, *values])
+    span = high - low
+    # A little room below 0 keeps points lying on 0 visible above the axis line.
+    return low - 0.03 * span, high + 0.25 * span  # headroom above for labels and legend
+
+
+def plot_group_bars(series: Sequence[Series], group: MetricGroup, colours: Mapping[str, str],
+                    path: str | Path) -> Path:
+    """Grouped bars: one group per headline metric of ``group``, one bar per run (unedited models grey, hatched).
+
+    A missing value is written as 'n/a' on the axis instead of drawing a bar of height 0.
+    """
+    specs = [spec for spec in group.headline if any(s.values.get(spec.key) is not None for s in series)]
+    figure = Figure(figsize=(max(6.0, 0.5 * len(series) * len(specs) + 2.5), 4.5))
+    axes = figure.subplots()
+    positions = np.arange(len(specs))
+    width = 0.8 / max(1, len(series))
+    present = [v for s in series for spec in specs if (v := s.values.get(spec.key)) is not None]
+    for index, row in enumerate(series):
+        offsets = positions - 0.4 + width * (index + 0.5)
+        values = [row.values.get(spec.key) for spec in specs]
+        colour = BEFORE_COLOUR if row.baseline else colours.get(row.label, AFTER_COLOUR)
+        axes.bar(offsets, [_bar_value(v) for v in values], width, color=colour, label=row.label,
+                 hatch="//" if row.baseline else None, edgecolor="white" if row.baseline else colour)
+        for x, value in zip(offsets, values, strict=True):
+            below = value is not None and value < 0  # a negative bar (drawdown) is labelled under its end
+            axes.annotate("n/a" if value is None else f"{value:.2f}", (x, _bar_value(value)),
+                          ha="center", va="top" if below else "bottom", fontsize=7,
+                          xytext=(0, -2 if below else 2), textcoords="offset points")
+    axes.axhline(0.0, color="black", linewidth=0.6)
+    axes.set_xticks(positions, [spec.label for spec in specs])
+    axes.set_ylim(*_value_range(present))
+    axes.set_ylabel("mean over cases")
+    axes.grid(axis="y", alpha=0.3)
+    axes.set_axisbelow(True)
+    axes.legend(loc="upper center", ncol=min(4, len(series)), fontsize=8, frameon=False)
+    axes.set_title(group.title, fontsize=10)
+    return _save(figure, Path(path))
+
+
+def plot_group_curves(curves_by_metric: Sequence[tuple[str, Sequence[Curve]]], title: str,
+                      colours: Mapping[str, str], path: str | Path) -> Path:
+    """One panel per metric (``(label, curves)`` pairs): metric against the number of edits, log x axis.
+
+    Checkpoints at 0 edits cannot sit on a log axis; they stay in the tables.
+    """
+    panels = [(label, curves) for label, curves in curves_by_metric if curves]
+    columns = min(2, len(panels))
+    rows = -(-len(panels) // columns)
+    figure = Figure(figsize=(5.2 * columns, 3.6 * rows))
+    grid = figure.subplots(rows, columns, squeeze=False)
+    for axes, (label, curves) in zip(grid.flat, panels, strict=False):
+        values = []
+        for curve in curves:
+            points = [(n, v) for n, v in curve.points if n > 0]
+            if not points:
+                continue
+            xs, ys = zip(*points, strict=True)
+            values.extend(ys)
+            axes.plot(xs, ys, marker="o", markersize=3, color=colours.get(curve.label, AFTER_COLOUR), label=curve.label)
+        axes.set_xscale("log")
+        edits = sorted({n for curve in curves for n, _ in curve.points if n > 0})
+        if len(edits) <= MAX_EDIT_TICKS:  # few checkpoints: label each one
+            axes.set_xticks(edits)
+        axes.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))  # 1000, not 10^3
+        axes.xaxis.set_minor_formatter(NullFormatter())
+        axes.set_ylim(*_value_range(values))
+        axes.set_xlabel("number of edits")
+        axes.set_ylabel(label)
+        axes.grid(alpha=0.3, which="both")
+        axes.legend(fontsize=7, frameon=False)
+    for axes in list(grid.flat)[len(panels):]:
+        axes.set_visible(False)
+    figure.suptitle(title)
+    return _save(figure, Path(path))

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kedit.errors import KeditError
+
 # Protocol keys as written in records; spelled out here so reports depend on the files, not on kedit internals.
 PROTOCOLS = ("token", "probability", "fluency")
 STATES = ("pre", "post")
@@ -95,14 +97,25 @@ def protocol_description(metrics: Mapping[str, Any], protocol: str) -> str:
     return str((metrics.get(protocol) or {}).get("protocol", ""))
 
 
-def _complete_lines(path: Path) -> Iterator[str]:
+def _complete_lines(path: Path) -> Iterator[tuple[int, str]]:
     # A run stopped mid-write can leave a last line without its newline: it is not a record yet.
     text = path.read_text(encoding="utf-8")
     lines = text.split("\n")
-    yield from (line for line in lines[:-1] if line.strip())
+    yield from ((number, line) for number, line in enumerate(lines[:-1], start=1) if line.strip())
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a ``results.jsonl`` file; an unfinished last line (interrupted run) is skipped."""
-    return [json.loads(line) for line in _complete_lines(Path(path))]
+    """Records of a ``results.jsonl`` file; an unfinished last line (interrupted run) is skipped.
+
+    A broken line elsewhere is corruption, not an interruption: it raises :class:`KeditError`
+    naming the file and line.
+    """
+    path = Path(path)
+    records = []
+    for number, line in _complete_lines(path):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise KeditError(f"{path.name} line {number} is not valid JSON ({error.msg})") from None
+    return records
 

@@ -1,0 +1,42 @@
+"""``kedit report RUN_DIR … --out DIR``: compare finished runs in one markdown + HTML report.
+
+Registered in :mod:`kedit.cli` (which adds its usual error handling). Exit status: 0 when every
+folder was read; 1 when some could not be (the report is still written and lists them, with the
+reason); 2 for bad input such as ``--out`` pointing at a run directory.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from kedit.reports.report_writer import write_comparison_report
+
+SOME_RUNS_UNREADABLE = 1
+
+
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories written by kedit bench, kedit pitfalls or kedit demo.")],
+    out: Annotated[Path, typer.Option(file_okay=False, help="Folder for report.md, report.html and the PNG plots.")] = Path("report"),
+) -> None:
+    """Compare runs: metrics by method, sequential curves and pitfalls tables, as markdown and one HTML page."""
+    command = shlex.join(["kedit", *sys.argv[1:]])
+    written = write_comparison_report(run_dirs, out, command=command)
+    log, console = Console(stderr=True), Console()
+    for failure in written.failures:
+        log.print(f"[yellow]not read:[/] {escape(str(failure.path))}: {escape(failure.reason)}", soft_wrap=True)
+    for run in written.runs:
+        for note in run.notes:
+            log.print(f"[dim]note:[/] {escape(str(run.path))}: {escape(note)}", soft_wrap=True)
+    console.print(f"read {len(written.runs)} of {len(written.runs) + len(written.failures)} run(s); "
+                  f"{len(written.plots)} plot(s)")
+    console.print(f"report: {escape(str(written.markdown))}")
+    console.print(f"html:   {escape(str(written.html))}")
+    if written.failures:
+        raise typer.Exit(SOME_RUNS_UNREADABLE)

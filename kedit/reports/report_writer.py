@@ -1,0 +1,81 @@
+"""``kedit report``: read run directories, draw the plots, write ``report.md`` and ``report.html``.
+
+The PNGs are written beside ``report.md`` (which links them by name); ``report.html`` is the same
+page with every PNG embedded, so it can be mailed or archived as one file. Each file is written
+atomically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kedit.errors import KeditError
+from kedit.paths import atomic_path
+from kedit.reports.comparison import GROUPS, curves, groups_with_curves, metric_series, run_labels
+from kedit.reports.comparison_page import bars_plot_name, comparison_report, curves_plot_name
+from kedit.reports.html import markdown_to_html
+from kedit.reports.plots import plot_group_bars, plot_group_curves, run_colours
+from kedit.reports.runs import RESULTS_FILE, RUN_FILE, Run, RunFailure, read_runs
+
+MARKDOWN_FILE = "report.md"
+HTML_FILE = "report.html"
+
+
+@dataclass(frozen=True)
+class ComparisonReport:
+    """What ``write_comparison_report`` wrote and what it could not read."""
+
+    markdown: Path
+    html: Path
+    plots: tuple[Path, ...]
+    runs: tuple[Run, ...]
+    failures: tuple[RunFailure, ...]
+
+
+def _write_text(path: Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def _plot_names() -> set[str]:
+    return {name for group in GROUPS for name in (bars_plot_name(group), curves_plot_name(group))}
+
+
+def write_comparison_plots(runs: list[Run], out_dir: Path) -> list[Path]:
+    """Bar charts per metric group and curves per group with sequential runs; stale ones of ours are removed."""
+    colours = run_colours(run_labels(runs))
+    written = []
+    for group in GROUPS:
+        if series := metric_series(runs, group):
+            written.append(plot_group_bars(series, group, colours, out_dir / bars_plot_name(group)))
+    for group in groups_with_curves(runs):
+        panels = [(spec.label, curves(runs, group, spec.key)) for spec in group.headline]
+        written.append(plot_group_curves(panels, f"{group.title}: sequential editing", colours,
+                                         out_dir / curves_plot_name(group)))
+    # A plot left by an earlier report in this folder would sit beside the page without being on it.
+    for name in _plot_names() - {path.name for path in written}:
+        (out_dir / name).unlink(missing_ok=True)
+    return written
+
+
+def write_comparison_report(run_dirs: Iterable[str | Path], out_dir: str | Path,
+                            command: str | None = None) -> ComparisonReport:
+    """Compare the runs in ``run_dirs`` and write the report into ``out_dir`` (created if needed).
+
+    Unreadable folders do not stop the report: they are listed on it, with the reason, and
+    returned in ``failures``.
+    """
+    out_dir = Path(out_dir)
+    if (out_dir / RUN_FILE).exists() or (out_dir / RESULTS_FILE).exists():
+        raise KeditError(f"--out {out_dir} is a run directory; write the report to a folder of its own")
+    runs, failures = read_runs(run_dirs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = write_comparison_plots(runs, out_dir)
+    markdown = comparison_report(runs, failures, {path.name: path.name for path in plots}, command)
+    title = markdown.splitlines()[0].removeprefix("# ")
+    markdown_path = _write_text(out_dir / MARKDOWN_FILE, markdown)
+    html_path = _write_text(out_dir / HTML_FILE, markdown_to_html(markdown, out_dir, title))
+    return ComparisonReport(markdown_path, html_path, tuple(plots), tuple(runs), tuple(failures))
