@@ -8,11 +8,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from kedit.errors import KeditWarning
+import torch
+
+from kedit.errors import KeditError, KeditWarning
 from kedit.evaluate.metrics import token_accuracy
 from kedit.evaluate.scoring import score
 from kedit.methods import get_method
-from kedit.methods.base import Edit
+from kedit.methods.base import Edit, Method, WeightEdit, hparams_dict, open_session
 from kedit.models.loading import LoadedModel
 from kedit.requests import Case, EditRequest, as_requests
 
@@ -32,6 +34,9 @@ def warn_known_targets(lm: LoadedModel, requests: list[EditRequest]) -> list[int
     return known
 
 
+MODES = ("batch", "sequential")
+
+
 def edit(
     lm: LoadedModel,
     method: str,
@@ -39,6 +44,8 @@ def edit(
     *,
     hparams_file: str | Path | None = None,
     apply: bool = True,
+    mode: str = "batch",
+    batch_size: int = 1,
     **overrides: Any,
 ) -> Edit:
     """Compute an edit with ``method`` and (by default) apply it to ``lm``.
@@ -46,15 +53,61 @@ def edit(
     ``overrides`` set hyperparameters by name (``layer=6``, ``key_mode="original"``); a YAML file
     of hyperparameters can be given as ``hparams_file``. The returned :class:`Edit` can be
     reverted bit for bit with ``edit.revert(lm)``.
+
+    ``mode="batch"`` hands every request to the method at once: batch-capable methods (MEMIT,
+    AlphaEdit, MLE, FT, IKE) compute them jointly, the others (ROME) loop over them, each computed on
+    the model edited by the previous ones. ``mode="sequential"`` edits ``batch_size`` requests at
+    a time, each group computed on the model carrying every earlier group (through the method's
+    session, so statistics are computed once and AlphaEdit accumulates earlier keys); the result
+    is one edit holding the summed weight change.
     """
+    if mode not in MODES:
+        raise KeditError(f"mode {mode!r} is not one of {MODES} (single-edit runs: kedit.evaluate.runner)")
+    if batch_size < 1:
+        raise KeditError(f"batch_size must be at least 1, got {batch_size}")
     request_list = as_requests(requests)
     chosen = get_method(method)
     hparams = chosen.default_hparams(lm, hparams_file, overrides)
     warn_known_targets(lm, request_list)
     started = time.perf_counter()
-    result = chosen.compute(lm, request_list, hparams)
+    if mode == "batch":
+        result = chosen.compute(lm, request_list, hparams)
+    else:
+        result = _sequential(chosen, lm, hparams, request_list, batch_size)
     if hasattr(result, "info"):
         result.info["seconds"] = time.perf_counter() - started
     if apply:
         result.apply(lm)
     return result
+
+
+def _sequential(method: Method, lm: LoadedModel, hparams: Any, requests: list[EditRequest],
+                batch_size: int) -> WeightEdit:
+    """Groups of ``batch_size`` requests applied one after another; the model is restored and the
+    summed change returned (its apply gives the sequence's weights up to float rounding)."""
+    session = open_session(method, lm, hparams)
+    steps: list[Edit] = []
+    try:
+        for start in range(0, len(requests), batch_size):
+            step = session.compute(requests[start:start + batch_size])
+            if not isinstance(step, WeightEdit):
+                raise KeditError(f"{method.name} does not change weights; sequential mode needs a weight edit "
+                                 "(use mode='batch')")
+            step.apply(lm)
+            steps.append(step)
+            session.applied(step)
+        totals: dict[str, torch.Tensor] = {}
+        for step in steps:
+            for name, delta in step.deltas.items():
+                totals[name] = totals[name] + delta if name in totals else delta.clone()
+    finally:
+        for step in reversed(steps):
+            step.revert(lm)
+    return WeightEdit(
+        method=method.name,
+        requests=tuple(requests),
+        hparams=hparams_dict(hparams),
+        deltas=totals,
+        base_fingerprint=lm.fingerprint,
+        info={"mode": "sequential", "batch_size": batch_size, "steps": [step.info for step in steps]},
+    )
