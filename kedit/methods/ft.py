@@ -1,0 +1,432 @@
+"""Fine-tuning editors FT-L and FT-M, with the optional SSS regulariser (SPEC-ALGORITHMS C).
+
+Both methods train the MLP output projection weights of the chosen layers (``layers``; by
+default the single layer ROME would edit on this model) with Adam (``lr``, ``weight_decay``) for
+at most ``num_steps`` steps. All requests are optimised together: each step runs over the
+requests in left-padded chunks of ``batch_size`` (all of them in one chunk by default), one Adam
+update per chunk. They differ only in the loss and in the default L∞ bound.
+
+**FT-L** (``objective_optimization: prompt_last``; ROME's constrained fine-tuning baseline
+"FT+L", SPEC-ALGORITHMS C): the model reads the prompt alone; the log-softmax of the next-token
+distribution at the LAST prompt token is taken, and EVERY target token id is gathered from that
+same distribution; the loss is the mean of their negative log-probabilities per request, then the
+mean over requests. For a one-token target this is the usual NLL of the target; for a longer
+target it trains all target tokens as candidates for the next token (a bag of tokens), not the
+sequence. This is the reference code's behaviour (kmeng01/rome ``ft_main.py``, carried into
+EasyEdit's FT-L and EditSSS); kedit keeps it because published FT-L numbers come from it.
+After every Adam update each edited weight is clamped elementwise into [W0 − ε, W0 + ε]
+(ε = ``norm_constraint``, default 5e-4; ``None`` or ``false`` removes the bound).
+
+**FT-M** (``objective_optimization: target_new``, EasyEdit's FT-M): the model reads prompt +
+target (teacher forcing); the loss is the cross-entropy of each target token given everything
+before it, prompt positions masked out, averaged over the target tokens of each request, then
+over requests. No L∞ bound by default (``norm_constraint: None``); setting one clamps as FT-L.
+
+Prompt and target are tokenised by :func:`kedit.evaluate.scoring.encode_pair` (target with one
+leading space, split from the joint tokenisation), the same tokens the evaluation scores.
+The reference FT-L tokenises the target on its own and pads on the right; kedit pads on the left
+with explicit position ids, which gives each request the numbers of an unpadded forward (a test
+checks this against one-prompt-at-a-time forwards).
+
+**SSS** (``sss_coef`` = C in [0, 1], default 0 = off; the paper's scripts use 0.9):
+L = (1 − C) · L_edit + C · SSS with SSS = Σ g², the plain sum over batch, positions and width of
+g = ∂L_edit/∂h, h the model's final hidden states after the final norm, shape (B, T, d), all
+positions (only positions whose logits enter L_edit get a non-zero g: for FT-L the last prompt
+token, for FT-M the positions that predict target tokens). g is taken with
+``create_graph=True`` so the Adam update follows the gradient of SSS too. Because L_edit is a
+mean over the chunk's requests, g (and so SSS) depends on the chunk size (SSS ∝ 1/n² for n
+identical requests); the reference behaves the same. With C = 0 the objective is exactly L_edit
+(SSS is not even computed).
+
+Where kedit departs from the reference code (SPEC-ALGORITHMS C "Known bugs"):
+
+* in EditSSS the FT regulariser is dead code (an uppercase "SSS" is looked for in a lower-cased
+  algorithm name), so its published FT-SSS runs used no SSS at all; here ``sss_coef > 0`` applies it;
+* the reference sums g² with a Python loop; here it is one vectorised sum (same value);
+* the reference's paper calls SSS an eigenvalue: Σ g² is the only non-zero eigenvalue of g gᵀ, the same number;
+* the early stop (``early_stop_loss``, 1e-2 as in the reference) compares L_edit, not the
+  regularised objective: the threshold means "the target is learned". A chunk whose L_edit is
+  below it gets no update in that step, and the optimisation ends after a step whose mean L_edit
+  over chunks is below it.
+
+The model is left exactly as it was: the edited weights are copied back (and their
+``requires_grad`` restored) in a ``finally`` block, and the edit is returned as deltas.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from tqdm.auto import tqdm
+
+from kedit.errors import KeditError
+from kedit.evaluate.scoring import encode_pair
+from kedit.methods.base import WeightEdit, register
+from kedit.methods.hparams import build_hparams
+from kedit.methods.rome import ROME
+from kedit.models.batching import Batch, pad_left
+from kedit.models.loading import LoadedModel
+from kedit.models.tracing import final_hidden, logits_from_hidden
+from kedit.requests import EditRequest
+
+DEFAULTS_YAML = Path(__file__).with_name("ft.yaml")
+PROMPT_LAST = "prompt_last"  # FT-L: every target token read at the last prompt position
+TARGET_NEW = "target_new"  # FT-M: teacher-forced cross-entropy on the target tokens
+PROGRESS_MIN_UPDATES = 50  # show a progress bar only when the run has at least this many Adam updates
+
+
+# --------------------------------------------------------------------------- hyperparameters
+
+
+@dataclass(frozen=True)
+class FTHparams:
+    """What FT-L and FT-M share. ``layers=None`` resolves to ROME's default layer for the model."""
+
+    layers: tuple[int, ...] | None = None
+    num_steps: int = 25
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    batch_size: int | None = None  # requests per Adam update; None: all requests in one chunk
+    norm_constraint: float | None = None  # ε of the L∞ bound around the original weights; None: unbounded
+    early_stop_loss: float = 1e-2
+    sss_coef: float = 0.0  # C: L = (1 - C) L_edit + C SSS
+
+    def __post_init__(self) -> None:
+        if self.layers is not None:
+            if isinstance(self.layers, int | str) or not all(_is_integer(layer) for layer in self.layers):
+                raise KeditError(f"layers must be a list of layer indices, got {self.layers!r}")
+            layers = tuple(int(layer) for layer in self.layers)
+            if not layers or list(layers) != sorted(set(layers)):
+                raise KeditError(f"layers must be a non-empty ascending list without repeats, got {list(layers)}")
+            object.__setattr__(self, "layers", layers)
+        if self.norm_constraint is False:  # EasyEdit writes `norm_constraint: false` for "no bound"
+            object.__setattr__(self, "norm_constraint", None)
+        if self.norm_constraint is not None and (
+            isinstance(self.norm_constraint, bool) or not _is_real(self.norm_constraint) or not self.norm_constraint > 0
+        ):
+            raise KeditError(
+                f"norm_constraint (ε of the L∞ bound) must be a positive number, got {self.norm_constraint!r}; "
+                "use null / false to fine-tune without a bound"
+            )
+        if not _is_real(self.sss_coef) or not 0.0 <= self.sss_coef <= 1.0:
+            raise KeditError(f"sss_coef (C of L = (1-C) L_edit + C SSS) must be in [0, 1], got {self.sss_coef!r}")
+        if not _is_integer(self.num_steps) or self.num_steps < 1:
+            raise KeditError(f"num_steps must be a positive integer, got {self.num_steps!r}")
+        if not _is_real(self.lr) or not self.lr > 0:
+            raise KeditError(f"lr must be positive, got {self.lr!r}")
+        if not _is_real(self.weight_decay) or self.weight_decay < 0:
+            raise KeditError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.batch_size is not None and (not _is_integer(self.batch_size) or self.batch_size < 1):
+            raise KeditError(f"batch_size must be a positive integer (or null for all requests), got {self.batch_size!r}")
+        if not _is_real(self.early_stop_loss) or self.early_stop_loss < 0:
+            raise KeditError(f"early_stop_loss must be >= 0, got {self.early_stop_loss!r}")
+
+
+@dataclass(frozen=True)
+class FTLHparams(FTHparams):
+    norm_constraint: float | None = 5e-4
+
+
+@dataclass(frozen=True)
+class FTMHparams(FTHparams):
+    pass
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _objective_alias(expected: str, method: str) -> Callable[[Any], tuple[None, Any]]:
+    """EasyEdit's ``objective_optimization`` picks FT-L or FT-M; here the method name does."""
+    other = {PROMPT_LAST: "ft-l", TARGET_NEW: "ft-m"}
+
+    def check(value: Any) -> tuple[None, Any]:
+        if value != expected:
+            hint = f"; that objective is method {other[value]!r}" if value in other else ""
+            raise KeditError(
+                f"objective_optimization {value!r} does not match method {method!r} "
+                f"(which optimises {expected!r}){hint}"
+            )
+        return None, value
+    return check
+
+
+def _layer_alias(value: Any) -> tuple[str, Any]:
+    """ROME's single ``layer`` spelling."""
+    return "layers", (value,)
+
+
+def _aliases(objective: str, method: str) -> dict[str, Callable[[Any], tuple[str | None, Any]]]:
+    return {
+        "layer": _layer_alias,
+        "objective_optimization": _objective_alias(objective, method),
+        "kl_factor": lambda value: (None, value),  # in EasyEdit's FT files, never used by FT
+    }
+
+
+def _derive_layers(values: dict[str, Any], lm: LoadedModel | None) -> dict[str, Any]:
+    """No layers given: the layer ROME edits on this model (its rome.yaml entry or fraction of depth)."""
+    if values.get("layers") is None and lm is not None:
+        values["layers"] = (ROME().default_hparams(lm).layer,)
+    return values
+
+
+def check_layers(lm: LoadedModel, hparams: FTHparams) -> tuple[int, ...]:
+    if not hparams.layers:
+        raise KeditError("no layers given: set layers (e.g. layers=[4])")
+    for layer in hparams.layers:
+        lm.anatomy.check_layer(layer)
+    return hparams.layers
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def masked_nll(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over requests of the mean negative log-likelihood of each request's target tokens.
+
+    logits (B, T, V) or (B, 1, V): the distribution that predicts each label; a single column is
+    shared by all T labels of its row (FT-L reads every target token at the last prompt token).
+    labels (B, T) long; mask (B, T) bool, True where a label is a target token. Labels under a
+    False mask never influence the value (their entries are replaced by zero, not multiplied).
+    """
+    log_probs = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
+    picked = torch.take_along_dim(log_probs, labels[..., None], dim=-1)[..., 0]  # (B, T)
+    picked = torch.where(mask, picked, torch.zeros_like(picked))
+    per_request = -picked.sum(dim=1) / mask.sum(dim=1).clamp_min(1)  # (B,)
+    return per_request.mean()
+
+
+def sss_penalty(edit_loss: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """SSS = Σ (∂L_edit/∂h)² over every entry of ``hidden`` (B, T, d); differentiable (create_graph)."""
+    (gradient,) = torch.autograd.grad(edit_loss, hidden, create_graph=True)
+    return gradient.pow(2).sum()
+
+
+@dataclass(frozen=True)
+class ObjectiveTerms:
+    total: torch.Tensor  # what the optimiser minimises
+    edit_loss: torch.Tensor  # L_edit (FT-L or FT-M loss)
+    sss: torch.Tensor | None  # None when sss_coef == 0
+
+
+def regularised_objective(edit_loss: torch.Tensor, hidden: torch.Tensor, sss_coef: float) -> ObjectiveTerms:
+    """L = (1 − C) L_edit + C SSS; with C = 0 the objective is L_edit itself (SSS is not computed)."""
+    if sss_coef == 0:
+        return ObjectiveTerms(total=edit_loss, edit_loss=edit_loss, sss=None)
+    sss = sss_penalty(edit_loss, hidden)
+    return ObjectiveTerms(total=(1.0 - sss_coef) * edit_loss + sss_coef * sss, edit_loss=edit_loss, sss=sss)
+
+
+# --------------------------------------------------------------------------- batches
+
+
+@dataclass(frozen=True)
+class TrainingChunk:
+    """Requests fed together: the padded inputs and the labels the loss reads.
+
+    ``labels``/``mask`` are (n, W) and line up with the last W columns of the batch (W = the
+    longest target) for FT-M, or all with the last column for FT-L (``window`` 1).
+    """
+
+    batch: Batch
+    labels: torch.Tensor  # (n, W) long, right-aligned per row, 0 where masked
+    mask: torch.Tensor  # (n, W) bool
+    window: int  # number of trailing columns whose logits the loss reads
+
+
+def encode_chunk(lm: LoadedModel, requests: Sequence[EditRequest], objective: str) -> TrainingChunk:
+    pairs = [encode_pair(lm.tokenizer, request.text, request.target_new) for request in requests]
+    width = max(len(target) for _, target in pairs)
+    labels = torch.zeros((len(pairs), width), dtype=torch.long)
+    mask = torch.zeros((len(pairs), width), dtype=torch.bool)
+    for row, (_, target) in enumerate(pairs):
+        labels[row, width - len(target):] = torch.tensor(target)
+        mask[row, width - len(target):] = True
+    if objective == PROMPT_LAST:
+        inputs, window = [prompt for prompt, _ in pairs], 1
+    elif objective == TARGET_NEW:
+        # prompt + target minus its last token: the last len(target) columns predict the target
+        inputs, window = [prompt + target[:-1] for prompt, target in pairs], width
+    else:
+        raise KeditError(f"unknown fine-tuning objective {objective!r}; expected {PROMPT_LAST!r} or {TARGET_NEW!r}")
+    return TrainingChunk(
+        batch=pad_left(inputs, lm.pad_token_id, lm.device),
+        labels=labels.to(lm.device),
+        mask=mask.to(lm.device),
+        window=window,
+    )
+
+
+def chunk_objective(lm: LoadedModel, chunk: TrainingChunk, sss_coef: float) -> ObjectiveTerms:
+    """One forward of the chunk and its (regularised) loss; the graph reaches the trainable weights."""
+    hidden = final_hidden(lm, chunk.batch)  # (n, T, d) after the final norm
+    logits = logits_from_hidden(lm, hidden[:, -chunk.window:])  # (n, window, V)
+    edit_loss = masked_nll(logits, chunk.labels, chunk.mask)
+    return regularised_objective(edit_loss, hidden, sss_coef)
+
+
+# --------------------------------------------------------------------------- the optimisation
+
+
+@dataclass(frozen=True)
+class FineTuneResult:
+    deltas: dict[str, torch.Tensor]  # parameter name -> W_final - W0 (storage orientation)
+    losses: tuple[float, ...]  # per step: mean L_edit over chunks, before that step's updates
+    objectives: tuple[float, ...]  # per step: mean regularised objective over chunks
+    sss: tuple[float, ...]  # per step: mean SSS over chunks (empty when sss_coef == 0)
+    updates: int  # Adam updates made
+    early_stopped: bool
+
+
+def fine_tune(
+    lm: LoadedModel,
+    requests: Sequence[EditRequest],
+    hparams: FTHparams,
+    objective: str,
+    description: str = "fine-tune",
+) -> FineTuneResult:
+    """Train the MLP output weights of ``hparams.layers`` on ``requests``; the model is restored
+    bit for bit before returning and the changes come back as deltas."""
+    layers = check_layers(lm, hparams)
+    if not requests:
+        raise KeditError(f"{description} needs at least one request")
+    size = hparams.batch_size or len(requests)
+    chunks = [encode_chunk(lm, requests[start:start + size], objective) for start in range(0, len(requests), size)]
+    names = [lm.anatomy.mlp_out_weight(layer) for layer in layers]
+    parameters = [lm.parameter(name) for name in names]
+    originals = [parameter.detach().clone() for parameter in parameters]
+    grad_flags = [parameter.requires_grad for parameter in parameters]
+    epsilon = hparams.norm_constraint
+    losses, objectives, sss_values = [], [], []
+    updates, early_stopped = 0, False
+    bar = tqdm(range(hparams.num_steps), desc=description, unit="step", leave=False,
+               disable=hparams.num_steps * len(chunks) < PROGRESS_MIN_UPDATES)
+    try:
+        for parameter in parameters:
+            parameter.requires_grad_(True)
+        optimizer = torch.optim.Adam(parameters, lr=hparams.lr, weight_decay=hparams.weight_decay)
+        with torch.enable_grad():
+            for _step in bar:
+                step_losses, step_objectives, step_sss = [], [], []
+                for chunk in chunks:
+                    optimizer.zero_grad(set_to_none=True)
+                    terms = chunk_objective(lm, chunk, hparams.sss_coef)
+                    edit_loss = float(terms.edit_loss.detach())
+                    step_losses.append(edit_loss)
+                    step_objectives.append(float(terms.total.detach()))
+                    if terms.sss is not None:
+                        step_sss.append(float(terms.sss.detach()))
+                    if not math.isfinite(edit_loss) or not math.isfinite(step_objectives[-1]):
+                        raise KeditError(f"{description}: the loss became {step_objectives[-1]}; lower lr")
+                    if edit_loss < hparams.early_stop_loss:
+                        continue  # this chunk's targets are learned: no update (as the reference)
+                    terms.total.backward()
+                    optimizer.step()
+                    updates += 1
+                    if epsilon is not None:
+                        with torch.no_grad():
+                            for parameter, original in zip(parameters, originals, strict=True):
+                                parameter.clamp_(min=original - epsilon, max=original + epsilon)  # elementwise
+                losses.append(statistics.fmean(step_losses))
+                objectives.append(statistics.fmean(step_objectives))
+                if step_sss:
+                    sss_values.append(statistics.fmean(step_sss))
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                if losses[-1] < hparams.early_stop_loss:
+                    early_stopped = True
+                    break
+        deltas = {
+            name: (parameter.detach() - original).clone()
+            for name, parameter, original in zip(names, parameters, originals, strict=True)
+        }
+    finally:
+        bar.close()
+        with torch.no_grad():
+            for parameter, original, flag in zip(parameters, originals, grad_flags, strict=True):
+                parameter.copy_(original)
+                parameter.requires_grad_(flag)
+                parameter.grad = None
+    return FineTuneResult(
+        deltas=deltas,
+        losses=tuple(losses),
+        objectives=tuple(objectives),
+        sss=tuple(sss_values),
+        updates=updates,
+        early_stopped=early_stopped,
+    )
+
+
+# --------------------------------------------------------------------------- the two methods
+
+
+class _FineTuneMethod:
+    """Shared body of FT-L and FT-M; subclasses fix the objective and the hyperparameter class."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    hparams_class: ClassVar[type[FTHparams]]
+    objective: ClassVar[str]
+    batch_capable: ClassVar[bool] = True
+
+    def default_hparams(
+        self, lm: LoadedModel | None, user_file: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+    ) -> FTHparams:
+        hparams = build_hparams(self.hparams_class, lm, DEFAULTS_YAML, user_file, overrides,
+                                _aliases(self.objective, self.name), _derive_layers)
+        if lm is not None:
+            check_layers(lm, hparams)
+        return hparams
+
+    def compute(self, lm: LoadedModel, requests: Sequence[EditRequest], hparams: FTHparams) -> WeightEdit:
+        requests = list(requests)
+        started = time.perf_counter()
+        result = fine_tune(lm, requests, hparams, self.objective, description=self.name)
+        layers = check_layers(lm, hparams)
+        return WeightEdit(
+            method=self.name,
+            requests=tuple(requests),
+            hparams=asdict(hparams),
+            deltas=result.deltas,
+            base_fingerprint=lm.fingerprint,
+            info={
+                "layers": list(layers),
+                "objective": self.objective,
+                "requests_in_batch": len(requests),
+                "steps": len(result.losses),
+                "updates": result.updates,
+                "early_stopped": result.early_stopped,
+                "losses": list(result.losses),
+                "objective_values": list(result.objectives),
+                "sss": list(result.sss),
+                "max_abs_delta": {
+                    str(layer): float(result.deltas[lm.anatomy.mlp_out_weight(layer)].abs().max()) for layer in layers
+                },
+                "seconds": time.perf_counter() - started,
+            },
+        )
+
+
+@register("ft-l")
+class FTL(_FineTuneMethod):
+    summary: ClassVar[str] = "Fine-tune MLP output weights, target read at the last prompt token, L∞-clamped (FT-L)"
+    hparams_class: ClassVar[type[FTHparams]] = FTLHparams
+    objective: ClassVar[str] = PROMPT_LAST
+
+
+@register("ft-m")
+class FTM(_FineTuneMethod):
+    summary: ClassVar[str] = "Fine-tune MLP output weights on teacher-forced target tokens, prompt masked (FT-M)"
+    hparams_class: ClassVar[type[FTHparams]] = FTMHparams
+    objective: ClassVar[str] = TARGET_NEW
