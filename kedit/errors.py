@@ -12,6 +12,17 @@ class RequestError(KeditError, ValueError):
     """An edit request or case is malformed (the message names the field)."""
 
 
+class DataError(RequestError):
+    """A dataset file or one of its records is malformed (the message names the file, record and field).
+
+    A subclass of :class:`RequestError` because a malformed record is a malformed request at its source.
+    """
+
+
+class DownloadError(KeditError):
+    """A dataset could not be fetched: an HTTP error, a short transfer or a checksum mismatch."""
+
+
 class ModelLoadError(KeditError):
     """A model could not be found, converted or loaded."""
 
