@@ -43,6 +43,9 @@ def generate_ids(
 def generate(
     lm: LoadedModel, prompts: Sequence[str], max_new_tokens: int = 40, seed: int = 0, top_k: int = 5
 ) -> list[str]:
-    """Prompt plus sampled continuation, as text (ROME's fluency protocol samples with top-k 5)."""
-    ids = generate_ids(lm, [encode(lm.tokenizer, p) for p in prompts], max_new_tokens, seed, top_k)
+    """Prompt plus sampled continuation, as text (ROME's fluency protocol samples with top-k 5).
+
+    The model sees each prompt with its installed prompt contexts; the text returned starts at the prompt.
+    """
+    ids = generate_ids(lm, [encode(lm.tokenizer, p) for p in lm.in_context(prompts)], max_new_tokens, seed, top_k)
     return [prompt + lm.tokenizer.decode(new, skip_special_tokens=True) for prompt, new in zip(prompts, ids, strict=True)]

@@ -75,8 +75,12 @@ def score(
     pairs: Sequence[tuple[str, str]],
     token_budget: int = DEFAULT_TOKEN_BUDGET,
 ) -> list[TargetScore]:
-    """Score every (prompt, target) pair; the result is in the order of ``pairs``."""
-    encoded = [encode_pair(lm.tokenizer, prompt, target) for prompt, target in pairs]
+    """Score every (prompt, target) pair; the result is in the order of ``pairs``.
+
+    Each prompt is shown with the model's installed prompt contexts (:meth:`LoadedModel.in_context`).
+    """
+    shown = lm.in_context([prompt for prompt, _ in pairs])
+    encoded = [encode_pair(lm.tokenizer, prompt, target) for prompt, (_, target) in zip(shown, pairs, strict=True)]
     # Feed prompt + target minus its last token: the last len(target) positions predict the target.
     inputs = [prompt_ids + target_ids[:-1] for prompt_ids, target_ids in encoded]
     order = sorted(range(len(inputs)), key=lambda index: len(inputs[index]))
@@ -116,7 +120,7 @@ def _score_batch(lm: LoadedModel, inputs: list[list[int]], targets: list[list[in
 @torch.no_grad()
 def top_next_tokens(lm: LoadedModel, prompts: Sequence[str], k: int = 5) -> list[list[tuple[str, float]]]:
     """The k most likely next tokens (decoded) and their probabilities after each prompt."""
-    batch = pad_left([encode(lm.tokenizer, prompt) for prompt in prompts], lm.pad_token_id, lm.device)
+    batch = pad_left([encode(lm.tokenizer, prompt) for prompt in lm.in_context(prompts)], lm.pad_token_id, lm.device)
     hidden = final_hidden(lm, batch)[:, -1]
     probs = torch.softmax(logits_from_hidden(lm, hidden).float(), dim=-1)
     values, indices = probs.topk(k, dim=-1)

@@ -144,6 +144,10 @@ def load_edit(directory: str | Path) -> Edit:
     kind = json.loads(manifest_path.read_text()).get("kind")
     if kind == "weight-deltas":
         return WeightEdit.load(directory)
+    if kind == "prompt-context":
+        from kedit.methods.ike import IKEEdit  # imported here: ike.py imports this module
+
+        return IKEEdit.load(directory)
     raise KeditError(f"{directory}: unknown edit kind {kind!r}")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kedit.errors import ModelLoadError
+from kedit.errors import EditStateError, ModelLoadError
 from kedit.models.anatomy import Anatomy, find_anatomy
 from kedit.models.bundled import BUNDLED_MODELS
 from kedit.models.fingerprint import weights_fingerprint
@@ -20,6 +21,9 @@ from kedit.models.gguf_cache import converted_dir
 DEFAULT_MODEL = "smollm2-135m"
 log = logging.getLogger(__name__)
 
+# Maps the prompts of one call to the text each is prefixed with (same order, same length).
+PromptContext = Callable[[Sequence[str]], list[str]]
+
 
 @dataclass
 class LoadedModel:
@@ -27,6 +31,10 @@ class LoadedModel:
 
     ``fingerprint`` identifies the weights as loaded (before any edit); caches and saved edits are
     keyed by it. ``model`` is in eval mode with gradients off for every parameter.
+
+    ``prompt_contexts`` are the prefixes installed by edits that change no weight (IKE): every
+    prompt that scoring and generation show the model goes through :meth:`in_context`. They form a
+    stack, oldest first; each edit pushes its own and pops it on revert.
     """
 
     model: nn.Module
@@ -36,10 +44,28 @@ class LoadedModel:
     source: str
     device: torch.device
     dtype: torch.dtype
+    prompt_contexts: tuple[PromptContext, ...] = ()
 
     @property
     def pad_token_id(self) -> int:
         return self.tokenizer.pad_token_id
+
+    def in_context(self, prompts: Sequence[str]) -> list[str]:
+        """What the model is shown for each prompt: every installed prefix (oldest first), then the prompt."""
+        shown = list(prompts)
+        if not self.prompt_contexts:
+            return shown
+        prefixes = [provider(shown) for provider in self.prompt_contexts]
+        return ["".join(parts) + prompt for *parts, prompt in zip(*prefixes, shown, strict=True)]
+
+    def push_prompt_context(self, provider: PromptContext) -> None:
+        self.prompt_contexts = (*self.prompt_contexts, provider)
+
+    def pop_prompt_context(self, provider: PromptContext) -> None:
+        """Remove ``provider``, which must be the latest one installed (contexts are undone in reverse order)."""
+        if not self.prompt_contexts or self.prompt_contexts[-1] is not provider:
+            raise EditStateError("this prompt context is not the latest one installed; revert the later edits first")
+        self.prompt_contexts = self.prompt_contexts[:-1]
 
     def module(self, path: str) -> nn.Module:
         return self.model.get_submodule(path)
