@@ -24,7 +24,9 @@ from rich.markup import escape
 from rich.table import Table
 from tqdm.auto import tqdm
 
+from kedit.cli_data import data_app
 from kedit.cli_ledger import ledger_app
+from kedit.cli_pitfalls import pitfalls_app
 from kedit.cli_report import report as report_command
 from kedit.errors import KeditError
 from kedit.models.bundled import BUNDLED_MODELS
@@ -426,3 +428,5 @@ def demo(
 
 app.command(name="report")(_reports_errors(report_command))
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(data_app, name="data")
+app.add_typer(pitfalls_app, name="pitfalls")

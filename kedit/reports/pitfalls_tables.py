@@ -74,7 +74,7 @@ _ROUND_METRICS = (("Succ ↑", _SUCC), ("D ↓", ("d", "distortion")), ("IR ↓"
 ROUND = PaperTable(
     PITFALLS_ROUND, "Knowledge distortion (RoundEdit)",
     "Succ: both edits of the round trip took. D: divergence of the true-object distribution before "
-    "and after the round trip (the reference code's JS / |objects|). IR: share of the other true "
+    "and after the round trip (the paper's Jensen-Shannon divergence; the reference code's JS / |objects| is D_ref in summary.json). IR: share of the other true "
     "objects that lost probability. FR: share of cases where more than half of them did.",
     ("easy", "hard"),
     tuple(Column(split, f"{split.capitalize()} {label}", aliases)

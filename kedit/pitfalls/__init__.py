@@ -1,0 +1,43 @@
+"""The Pitfalls suite (Li et al., "Unveiling the Pitfalls of Knowledge Editing", ICLR 2024).
+
+* knowledge conflict (ConflictEdit: coverage, reverse, composite) — :mod:`kedit.pitfalls.conflict`;
+* knowledge distortion (RoundEdit: easy, hard; Multi-Label Edit) — :mod:`kedit.pitfalls.distortion`;
+* the data files — :mod:`kedit.pitfalls.data`; the probability of a fact — :mod:`kedit.pitfalls.probability`;
+* every metric as a pure function — :mod:`kedit.pitfalls.metrics`.
+"""
+
+from kedit.pitfalls.conflict import (
+    ConflictCaseResult,
+    EditStack,
+    MethodEditor,
+    run_conflict_case,
+    summarize_conflict,
+)
+from kedit.pitfalls.data import (
+    ConflictRecord,
+    DataProblem,
+    LoadedRecords,
+    RoundRecord,
+    load_conflict_edit,
+    load_relation_prompts,
+    load_round_edit,
+)
+from kedit.pitfalls.distortion import RoundCaseResult, run_round_case, summarize_round
+
+__all__ = [
+    "ConflictCaseResult",
+    "ConflictRecord",
+    "DataProblem",
+    "EditStack",
+    "LoadedRecords",
+    "MethodEditor",
+    "RoundCaseResult",
+    "RoundRecord",
+    "load_conflict_edit",
+    "load_relation_prompts",
+    "load_round_edit",
+    "run_conflict_case",
+    "run_round_case",
+    "summarize_conflict",
+    "summarize_round",
+]
