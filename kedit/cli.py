@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 from tqdm.auto import tqdm
 
+from kedit.cli_bench import bench as bench_command
 from kedit.cli_data import data_app
 from kedit.cli_ledger import ledger_app
 from kedit.cli_pitfalls import pitfalls_app
@@ -427,6 +428,7 @@ def demo(
 
 
 app.command(name="report")(_reports_errors(report_command))
+app.command(name="bench")(_reports_errors(bench_command))
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(data_app, name="data")
 app.add_typer(pitfalls_app, name="pitfalls")

@@ -19,7 +19,7 @@ from kedit.requests import Case
 
 
 @dataclass(frozen=True)
-class _ProbeLayout:
+class ProbeLayout:
     """Where each probe of one case sits in the flat list of scored pairs."""
 
     rewrite_new: int
@@ -31,7 +31,7 @@ class _ProbeLayout:
     portability: tuple[int, ...]
 
 
-def _layout_probes(cases: Sequence[Case]) -> tuple[list[tuple[str, str]], list[_ProbeLayout]]:
+def layout_probes(cases: Sequence[Case]) -> tuple[list[tuple[str, str]], list[ProbeLayout]]:
     pairs: list[tuple[str, str]] = []
 
     def add(prompt: str, target: str) -> int:
@@ -43,7 +43,7 @@ def _layout_probes(cases: Sequence[Case]) -> tuple[list[tuple[str, str]], list[_
         request = case.request
         true = request.target_true
         layouts.append(
-            _ProbeLayout(
+            ProbeLayout(
                 rewrite_new=add(request.text, request.target_new),
                 rewrite_true=None if true is None else add(request.text, true),
                 rephrase_new=tuple(add(p, request.target_new) for p in case.rephrases),
@@ -56,7 +56,7 @@ def _layout_probes(cases: Sequence[Case]) -> tuple[list[tuple[str, str]], list[_
     return pairs, layouts
 
 
-def _token_metrics(layout: _ProbeLayout, now: list[TargetScore], before: list[TargetScore] | None) -> dict:
+def _token_metrics(layout: ProbeLayout, now: list[TargetScore], before: list[TargetScore] | None) -> dict:
     result = {
         "reliability": m.token_accuracy(now[layout.rewrite_new]),
         "generalization": m.mean(m.token_accuracy(now[i]) for i in layout.rephrase_new),
@@ -69,7 +69,7 @@ def _token_metrics(layout: _ProbeLayout, now: list[TargetScore], before: list[Ta
     return result
 
 
-def _probability_metrics(layout: _ProbeLayout, now: list[TargetScore]) -> dict | None:
+def _probability_metrics(layout: ProbeLayout, now: list[TargetScore]) -> dict | None:
     if layout.rewrite_true is None:
         return None  # the probability protocol compares against the true object: none was given
     new, true = now[layout.rewrite_new], now[layout.rewrite_true]
@@ -109,7 +109,7 @@ def evaluate(
     with the unedited model.
     """
     cases = list(cases)
-    pairs, layouts = _layout_probes(cases)
+    pairs, layouts = layout_probes(cases)
     was_applied = bool(edit is not None and edit.is_applied)
     if was_applied:
         edit.revert(lm)
@@ -127,21 +127,7 @@ def evaluate(
 
     records = []
     for index, (case, layout) in enumerate(zip(cases, layouts, strict=True)):
-        token = {"protocol": m.PROTOCOL_DESCRIPTIONS[m.TOKEN_PROTOCOL], "pre": _token_metrics(layout, before, None)}
-        probability = {
-            "protocol": m.PROTOCOL_DESCRIPTIONS[m.PROBABILITY_PROTOCOL],
-            "pre": _probability_metrics(layout, before),
-        }
-        if after is not None:
-            token["post"] = _token_metrics(layout, after, before)
-            probability["post"] = _probability_metrics(layout, after)
-        record: dict[str, Any] = {
-            "case_id": case.case_id,
-            "request": case.request.to_dict(),
-            "edited": edit is not None,
-            m.TOKEN_PROTOCOL: token,
-            m.PROBABILITY_PROTOCOL: probability,
-        }
+        record = case_record(case, layout, before, after)
         if fluency:
             record[m.FLUENCY_PROTOCOL] = {
                 "protocol": m.PROTOCOL_DESCRIPTIONS[m.FLUENCY_PROTOCOL],
@@ -150,6 +136,28 @@ def evaluate(
             }
         records.append(record)
     return records
+
+
+def case_record(case: Case, layout: ProbeLayout, before: Sequence[TargetScore],
+                after: Sequence[TargetScore] | None) -> dict[str, Any]:
+    """The record of one case from the scores of its probes (``layout`` indexes ``before``/``after``)
+    on the unedited state and, when given, the edited one. :func:`evaluate` and the runner (which
+    scores the unedited state once for all cases) both build their records here."""
+    token = {"protocol": m.PROTOCOL_DESCRIPTIONS[m.TOKEN_PROTOCOL], "pre": _token_metrics(layout, before, None)}
+    probability = {
+        "protocol": m.PROTOCOL_DESCRIPTIONS[m.PROBABILITY_PROTOCOL],
+        "pre": _probability_metrics(layout, before),
+    }
+    if after is not None:
+        token["post"] = _token_metrics(layout, after, before)
+        probability["post"] = _probability_metrics(layout, after)
+    return {
+        "case_id": case.case_id,
+        "request": case.request.to_dict(),
+        "edited": after is not None,
+        m.TOKEN_PROTOCOL: token,
+        m.PROBABILITY_PROTOCOL: probability,
+    }
 
 
 def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -1,0 +1,131 @@
+"""Cases per second of the benchmark runner against a per-prompt loop.
+
+Two measurements, each on the same cases and the same model:
+
+* one model state (the unedited model): the runner's batched scoring (all probes of ``--eval-batch``
+  cases in one :func:`kedit.score` call) against one ``score([pair])`` call per probe;
+* single mode: ``run_bench(..., mode="single")`` (unedited state scored once up front, each edited
+  state scored in one call) against a loop that, per case, edits, scores every probe on its own
+  before and after the edit, and reverts.
+
+Prints a markdown table to stdout (progress to stderr)::
+
+    python bench/runner_throughput.py --n 50
+    python bench/runner_throughput.py --tiny --n 4 --set layer=1 --set v_num_grad_steps=2 \
+        --set mom2_adjustment=false --set "context_template_length_params=[[3,1]]"   # smoke run
+
+``--tiny`` uses a tiny random model from tests/tiny_models.py (run from the repository root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+import kedit
+from kedit.evaluate.runner import case_probes, case_record, run_bench, score_groups
+from kedit.evaluate.scoring import score
+from kedit.methods.hparams import parse_override
+
+
+def load(args: argparse.Namespace):
+    if args.tiny:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from kedit.models import prepare_model
+        from tests.tiny_models import build_model, train_tokenizer
+
+        tokenizer = train_tokenizer()
+        return prepare_model(build_model("llama", len(tokenizer)), tokenizer, source="tiny-llama")
+    return kedit.load_model(args.model, device=args.device)
+
+
+def load_cases(args: argparse.Namespace):
+    if args.data == "demo":
+        from kedit.data.demo import demo_cases
+
+        return demo_cases(args.n)
+    from kedit.cli_bench import load_bench_data
+
+    return list(load_bench_data(args.data, args.n, 0).cases)
+
+
+def one_state_batched(lm, cases, eval_batch: int) -> float:
+    started = time.perf_counter()
+    probes = [case_probes(case) for case in cases]
+    for group, scores in zip(probes, score_groups(lm, probes, eval_batch), strict=True):
+        case_record(group, scores, None)
+    return len(cases) / (time.perf_counter() - started)
+
+
+def one_state_per_prompt(lm, cases) -> float:
+    started = time.perf_counter()
+    for case in cases:
+        group = case_probes(case)
+        case_record(group, [score(lm, [pair])[0] for pair in group.pairs], None)
+    return len(cases) / (time.perf_counter() - started)
+
+
+def single_runner(lm, cases, method: str, overrides: dict, eval_batch: int) -> float:
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        run_bench(lm, method, cases, mode="single", out_dir=Path(folder) / "run", overrides=overrides,
+                  eval_batch=eval_batch, progress=True)
+        return len(cases) / (time.perf_counter() - started)
+
+
+def single_per_prompt(lm, cases, method: str, overrides: dict) -> float:
+    started = time.perf_counter()
+    for case in cases:
+        group = case_probes(case)
+        before = [score(lm, [pair])[0] for pair in group.pairs]
+        edit = kedit.edit(lm, method, case, apply=True, **overrides)
+        try:
+            after = [score(lm, [pair])[0] for pair in group.pairs]
+        finally:
+            edit.revert(lm)
+        case_record(group, before, after)
+    return len(cases) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--tiny", action="store_true", help="a tiny random model (smoke test)")
+    parser.add_argument("--data", default="demo", help="demo or NAME:PATH as for kedit bench")
+    parser.add_argument("--n", type=int, default=50)
+    parser.add_argument("--method", default="rome")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="key=value hyperparameter")
+    parser.add_argument("--eval-batch", type=int, default=64)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--skip-edits", action="store_true", help="measure the one-state scoring only")
+    args = parser.parse_args()
+    overrides = dict(parse_override(item) for item in args.overrides)
+
+    lm = load(args)
+    cases = load_cases(args)
+    warnings.simplefilter("ignore", kedit.KeditWarning)  # "already answers the new target" on every edit
+    rows = []
+    batched, looped = one_state_batched(lm, cases, args.eval_batch), one_state_per_prompt(lm, cases)
+    rows.append(("one model state (scoring only)", batched, looped))
+    if not args.skip_edits:
+        runner = single_runner(lm, cases, args.method, overrides, args.eval_batch)
+        loop = single_per_prompt(lm, cases, args.method, overrides)
+        rows.append((f"single mode ({args.method}: edit, score, revert)", runner, loop))
+
+    probes = sum(len(case_probes(case).pairs) for case in cases)
+    print(f"model {'tiny-llama' if args.tiny else args.model} on {lm.device}, torch threads "
+          f"{torch.get_num_threads()}, {len(cases)} cases ({probes} probes), eval batch {args.eval_batch}\n")
+    print("| measurement | runner (cases/s) | per-prompt loop (cases/s) | speed-up |")
+    print("|---|---:|---:|---:|")
+    for label, fast, slow in rows:
+        print(f"| {label} | {fast:.2f} | {slow:.2f} | {fast / slow:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

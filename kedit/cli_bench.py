@@ -1,0 +1,143 @@
+"""``kedit bench``: run a dataset through a method in single, batch or sequential mode, resumably.
+
+Registered in :mod:`kedit.cli` (which adds its usual error handling). The run directory it writes
+(``run.json``, ``results.jsonl``, ``summary.json``, ``curve.jsonl``, ``edits/``) is what
+``kedit report`` reads; ``--resume`` continues a run that was interrupted, even by ``kill -9``.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from kedit.errors import KeditError
+from kedit.models.loading import DEFAULT_MODEL
+from kedit.requests import Case
+
+# Names read here rather than by kedit.data.registry: a file of Case.to_dict() records, the built-in demo set.
+CASES_FORMAT, DEMO_FORMAT = "cases", "demo"
+
+
+@dataclass(frozen=True)
+class BenchData:
+    """The cases to edit, the held-out cases, and what run.json records about the data."""
+
+    cases: tuple[Case, ...]
+    held_out: tuple[Case, ...]
+    spec: Mapping[str, Any]
+
+
+def _read_cases(name: str, path: str | None, limit: int) -> tuple[list[Case], dict[str, Any]]:
+    from kedit.paths import sha256_file
+
+    if name == DEMO_FORMAT:
+        from kedit.data.demo import demo_cases
+
+        return demo_cases(limit), {"name": DEMO_FORMAT, "path": None, "sha256": None}
+    if not path:
+        raise KeditError(f"--data {name!r} needs a file: write it as NAME:PATH, e.g. counterfact:/data/counterfact.json")
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise KeditError(f"--data: {file} does not exist or is not a file")
+    spec = {"name": name, "path": str(file.resolve()), "sha256": sha256_file(file)}
+    if name == CASES_FORMAT:
+        from kedit.requests import load_cases
+
+        return load_cases(file)[:limit], spec
+    from kedit.data.registry import load_dataset
+
+    loaded = load_dataset(name, file, limit=limit)
+    if loaded.problems:
+        spec["skipped_records"] = len(loaded.problems)
+    return list(loaded.cases), spec | {"name": loaded.name}
+
+
+def load_bench_data(data: str, n: int, held_out: int) -> BenchData:
+    """``NAME:PATH`` (or ``demo``) → the first ``n`` cases to edit and the next ``held_out`` ones."""
+    name, _, path = data.partition(":")
+    name = name.strip().lower()
+    cases, spec = _read_cases(name, path or None, n + held_out)
+    if held_out and len(cases) < n + held_out:
+        raise KeditError(f"--data {data} gives {len(cases)} cases; --n {n} plus --held-out {held_out} "
+                         f"needs {n + held_out}. Lower --n or --held-out.")
+    if not cases:
+        raise KeditError(f"--data {data} holds no cases")
+    edited = cases[: min(n, len(cases) - held_out)]
+    return BenchData(tuple(edited), tuple(cases[len(edited) : len(edited) + held_out]), spec)
+
+
+def _parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
+    from kedit.methods.hparams import parse_override
+
+    return dict(parse_override(item) for item in items or ())
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, int | float) and not isinstance(value, bool) else "–"
+
+
+def _survey_table(summary: Mapping[str, Any]) -> Table:
+    """SR, GR, DD per protocol (one row each: the protocols are never merged)."""
+    table = Table(title="Survey metrics")
+    for column in ("protocol", "success rate", "generalization rate", "drawdown", "drawdown measured on"):
+        table.add_column(column)
+    for key, label in (("survey", "token"), ("survey_probability", "probability")):
+        block = summary.get(key) or {}
+        table.add_row(label, _fmt(block.get("success_rate")), _fmt(block.get("generalization_rate")),
+                      _fmt(block.get("drawdown")), escape(str(block.get("drawdown_source", "–"))))
+    return table
+
+
+def bench(
+    data: Annotated[str, typer.Option(help="Dataset as NAME:PATH, e.g. counterfact:/data/counterfact.json "
+                                      "(names: see `kedit data list`; 'cases' for a file of kedit cases; 'demo').")],
+    out: Annotated[Path, typer.Option(file_okay=False, help="Run directory: run.json, results.jsonl, summary.json, curve.jsonl.")],
+    model: Annotated[str, typer.Option(help="Bundled name, HF folder, .gguf file or hub id.")] = DEFAULT_MODEL,
+    method: Annotated[str, typer.Option(help="Editing method (see `kedit methods`).")] = "rome",
+    n: Annotated[int, typer.Option(min=1, help="Number of cases to edit (the first N of the data).")] = 500,
+    mode: Annotated[str, typer.Option(help="single | batch:N | sequential[:E] (checkpoint every E edits, default 10).")] = "single",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")] = False,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Hyperparameter override key=value. Repeatable.")] = None,
+    hparams: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="YAML file of hyperparameters.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    held_out: Annotated[int, typer.Option(min=0, help="Cases after the first N kept unedited to measure drawdown.")] = 0,
+    eval_batch: Annotated[int, typer.Option(min=1, help="Cases whose probes share one batched scoring call.")] = 64,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+) -> None:
+    """Benchmark a method on a dataset; every case's record is on disk as soon as it is measured."""
+    from kedit.evaluate.runner import parse_mode, run_bench
+    from kedit.methods import get_method
+    from kedit.models.loading import load_model
+
+    overrides = _parse_overrides(set_)
+    parsed_mode = parse_mode(mode)
+    get_method(method).default_hparams(None, hparams, overrides)  # bad method or key: fail before loading
+    chosen = load_bench_data(data, n, held_out)
+    log = Console(stderr=True)
+    log.print(f"{len(chosen.cases)} case(s) from {escape(data)}"
+              + (f", {len(chosen.held_out)} held out" if chosen.held_out else "")
+              + f"; {escape(method)} in {parsed_mode.spec} mode; writing to {escape(str(out))}")
+    with log.status(f"loading {escape(model)} …"):
+        lm = load_model(model, device=device)
+    try:
+        summary = run_bench(lm, method, chosen.cases, mode=parsed_mode, out_dir=out, overrides=overrides,
+                            resume=resume, progress=progress, eval_batch=eval_batch, held_out=chosen.held_out,
+                            hparams_file=hparams, model_name=model, data=chosen.spec,
+                            command=shlex.join(["kedit", *sys.argv[1:]]))
+    except KeyboardInterrupt:
+        log.print(f"[yellow]interrupted:[/] finished cases are in {escape(str(out))}; "
+                  "run the same command with --resume to continue")
+        raise
+    console = Console()
+    console.print(_survey_table(summary))
+    console.print(f"{summary['cases']} case(s); {_fmt(summary.get('cases_per_second'))} cases/s this session; "
+                  f"results: {escape(str(out))}")

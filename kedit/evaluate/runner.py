@@ -1,0 +1,523 @@
+"""``run_bench``: run cases through an editing method in single, batch or sequential mode, resumably.
+
+Modes (``mode`` strings as the CLI takes them):
+
+* ``single`` — each case is edited alone (``kedit.edit``, applied), measured, and reverted bit for bit.
+* ``batch:N`` — cases are cut into fixed chunks of N by position; each chunk is edited together (a
+  ``batch_capable`` method solves it jointly, the others loop inside ``compute``), all its cases are
+  measured on that one edited state, then the edit is reverted.
+* ``sequential[:E]`` — every case is edited on top of the earlier ones (one :class:`EditSession`,
+  so statistics are computed once); every E edits and at the end all cases edited so far are
+  measured on the current state and one summary line goes to ``curve.jsonl``. The final state's
+  records go to ``results.jsonl``.
+
+Scoring follows :func:`kedit.evaluate`: probes go through :func:`score` in batches. The unedited
+state is scored once, up front, in fixed chunks of ``eval_batch`` cases; each edited state is
+scored once for all cases of its unit (plus the held-out cases). Chunks are fixed by case position,
+so a resumed run scores exactly the same batches as an uninterrupted one and its numbers are
+identical bit for bit.
+
+Crash safety: see :mod:`kedit.evaluate.run_files`. ``kill -9`` at any moment loses at most the unit
+in flight; ``resume=True`` continues, never duplicating a record.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from kedit.api import edit as compute_edit
+from kedit.errors import KeditError, KeditWarning
+from kedit.evaluate.evaluation import ProbeLayout, layout_probes, summarize
+from kedit.evaluate.evaluation import case_record as evaluation_case_record
+from kedit.evaluate.run_files import (
+    CURVE_FILE,
+    KIND,
+    RESULTS_FILE,
+    SUMMARY_FILE,
+    ResumeError,
+    append_lines,
+    case_key,
+    cases_digest,
+    edit_dir,
+    recover_lines,
+    start_run_dir,
+    stored_edit_dirs,
+    write_lines_atomic,
+)
+from kedit.evaluate.scoring import TargetScore, score
+from kedit.evaluate.survey import HELD_OUT, held_out_block, held_out_probe_case, survey_summary
+from kedit.methods import get_method, load_edit
+from kedit.methods.base import Edit, hparams_dict, open_session
+from kedit.models.loading import LoadedModel
+from kedit.paths import write_json_atomic
+from kedit.requests import Case
+
+SINGLE, BATCH, SEQUENTIAL = "single", "batch", "sequential"
+DEFAULT_EVAL_EVERY = 10
+DEFAULT_EVAL_BATCH = 64
+
+
+@dataclass(frozen=True)
+class Mode:
+    """How cases are edited: ``kind`` with ``unit`` requests per edit and (sequential) a checkpoint interval."""
+
+    kind: str
+    unit: int = 1  # requests per edit: N for batch, 1 otherwise
+    eval_every: int = 0  # sequential only: edits between checkpoints
+
+    @property
+    def spec(self) -> str:
+        if self.kind == BATCH:
+            return f"{BATCH}:{self.unit}"
+        if self.kind == SEQUENTIAL:
+            return f"{SEQUENTIAL}:{self.eval_every}"
+        return SINGLE
+
+
+def parse_mode(text: str) -> Mode:
+    """``single``, ``batch:N`` or ``sequential[:E]`` (E defaults to 10)."""
+    kind, _, number = str(text).strip().partition(":")
+    hint = "use single, batch:N (e.g. batch:100) or sequential[:E] (e.g. sequential:10)"
+    if kind == SINGLE and not number:
+        return Mode(SINGLE)
+    if kind in (BATCH, SEQUENTIAL):
+        if not number and kind == SEQUENTIAL:
+            return Mode(SEQUENTIAL, 1, DEFAULT_EVAL_EVERY)
+        if number.isdigit() and int(number) >= 1:
+            return Mode(BATCH, int(number)) if kind == BATCH else Mode(SEQUENTIAL, 1, int(number))
+        raise KeditError(f"mode {text!r}: {kind} needs a positive whole number after ':'; {hint}")
+    raise KeditError(f"unknown mode {text!r}; {hint}")
+
+
+# ------------------------------------------------------------------------------------------- scoring
+
+
+@dataclass(frozen=True)
+class CaseProbes:
+    """One case's (prompt, target) pairs and where each probe sits among them."""
+
+    case: Case
+    pairs: tuple[tuple[str, str], ...]
+    layout: ProbeLayout
+
+
+def case_probes(case: Case) -> CaseProbes:
+    pairs, (layout,) = layout_probes([case])
+    return CaseProbes(case, tuple(pairs), layout)
+
+
+def score_groups(lm: LoadedModel, groups: Sequence[CaseProbes], eval_batch: int) -> list[list[TargetScore]]:
+    """Scores of each case's pairs; every ``eval_batch`` consecutive cases share one :func:`score` call."""
+    results: list[list[TargetScore]] = []
+    for start in range(0, len(groups), eval_batch):
+        chunk = groups[start : start + eval_batch]
+        flat = score(lm, [pair for group in chunk for pair in group.pairs])
+        offset = 0
+        for group in chunk:
+            results.append(flat[offset : offset + len(group.pairs)])
+            offset += len(group.pairs)
+    return results
+
+
+def case_record(probes: CaseProbes, before: list[TargetScore], after: list[TargetScore] | None) -> dict[str, Any]:
+    """The :func:`kedit.evaluate` record of one case from its own scores (see evaluation.case_record)."""
+    return evaluation_case_record(probes.case, probes.layout, before, after)
+
+
+# --------------------------------------------------------------------------------------------- the run
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything fixed for the whole run."""
+
+    lm: LoadedModel
+    method: str
+    mode: Mode
+    out_dir: Path
+    overrides: Mapping[str, Any]
+    hparams_file: str | Path | None
+    probes: tuple[CaseProbes, ...]
+    keys: tuple[str, ...]
+    held_out: tuple[CaseProbes, ...]
+    eval_batch: int
+    progress: bool
+
+
+@dataclass
+class _Clock:
+    """Seconds spent in this session, by phase."""
+
+    started: float
+    pre_evaluation: float = 0.0
+    edits: float = 0.0
+    evaluation: float = 0.0
+    replay: float = 0.0
+    cases: int = 0  # cases finished in this session
+
+    def as_dict(self) -> dict[str, float]:
+        total = time.perf_counter() - self.started
+        return {"pre_evaluation": self.pre_evaluation, "edits": self.edits, "evaluation": self.evaluation,
+                "replay": self.replay, "total": total}
+
+
+def _timed(clock: _Clock, phase: str, function: Callable[[], Any]) -> Any:
+    started = time.perf_counter()
+    try:
+        return function()
+    finally:
+        setattr(clock, phase, getattr(clock, phase) + time.perf_counter() - started)
+
+
+def _edit_info(edit: Edit) -> dict[str, Any]:
+    # Timings vary run to run; the record keeps them under "seconds", not in the edit's info.
+    info = getattr(edit, "info", None) or {}
+    return {key: value for key, value in info.items() if key not in ("seconds", "bench_case_key")}
+
+
+def _unit_records(plan: _Plan, indices: Sequence[int], before: Mapping[int, list[TargetScore]],
+                  after: Sequence[list[TargetScore]], held_before: Sequence[list[TargetScore]]) -> list[dict[str, Any]]:
+    """Records of ``indices`` (scored together on one edited state) with the held-out block of that state.
+
+    Cases without unedited-state scores in ``before`` (recorded before a resume) get no record.
+    """
+    held_block = None
+    if plan.held_out:
+        held_after = after[len(indices):]
+        held_records = [case_record(p, b, a) for p, b, a in zip(plan.held_out, held_before, held_after, strict=True)]
+        held_block = held_out_block(held_records)
+    records = []
+    for index, scores in zip(indices, after, strict=False):
+        if index not in before:
+            continue
+        record = {"index": index, "key": plan.keys[index], **case_record(plan.probes[index], before[index], scores)}
+        if held_block is not None:
+            record[HELD_OUT] = held_block
+        records.append(record)
+    return records
+
+
+def _done_keys(plan: _Plan, path: Path) -> set[str]:
+    """Keys of the records already in ``results.jsonl`` (its partial last line is cut off first)."""
+    done: set[str] = set()
+    for number, record in enumerate(recover_lines(path), start=1):
+        key = record.get("key")
+        if key not in plan.keys:
+            raise ResumeError(f"{path} line {number} is for case {key!r}, which is not in this run's data")
+        if key in done:
+            raise ResumeError(f"{path} holds case {key!r} twice; the file was edited by hand")
+        done.add(key)
+    return done
+
+
+def _pre_scores(plan: _Plan, wanted: set[int], clock: _Clock) -> dict[int, list[TargetScore]]:
+    """Unedited-state scores of the fixed ``eval_batch`` chunks that contain a wanted case."""
+    scores: dict[int, list[TargetScore]] = {}
+    size = plan.eval_batch
+    chunks = sorted({index // size for index in wanted})
+    shown = plan.progress and len(chunks) > 1
+    for chunk in tqdm(chunks, desc="scoring the unedited model", unit="chunk", disable=not shown, file=sys.stderr,
+                      leave=False):
+        indices = range(chunk * size, min((chunk + 1) * size, len(plan.probes)))
+        groups = [plan.probes[index] for index in indices]
+        found = _timed(clock, "pre_evaluation", lambda g=groups: score_groups(plan.lm, g, size))
+        scores.update(zip(indices, found, strict=True))
+    return scores
+
+
+def _caught(caught: Sequence[warnings.WarningMessage]) -> list[str]:
+    return [f"{w.category.__name__}: {w.message}" for w in caught]
+
+
+def _bar(plan: _Plan, initial: int) -> tqdm:
+    """Progress over cases; ``initial`` (finished before a resume) does not count towards the rate or ETA."""
+    return tqdm(total=len(plan.probes), initial=initial, unit="case", desc=f"{plan.method} {plan.mode.spec}",
+                disable=not plan.progress, file=sys.stderr, dynamic_ncols=True)
+
+
+def _run_units(plan: _Plan, clock: _Clock) -> None:
+    """Single and batch modes: edit each unit, score it with the held-out cases, revert, append its lines."""
+    done = _done_keys(plan, plan.out_dir / RESULTS_FILE)
+    n = len(plan.probes)
+    units = [list(range(start, min(start + plan.mode.unit, n))) for start in range(0, n, plan.mode.unit)]
+    missing = {index for index in range(n) if plan.keys[index] not in done}
+    if not missing:
+        return
+    before = _pre_scores(plan, missing, clock)
+    held_before = _timed(clock, "pre_evaluation", lambda: score_groups(plan.lm, plan.held_out, plan.eval_batch))
+    with _bar(plan, n - len(missing)) as bar:
+        _edit_units(plan, clock, bar, units, missing, before, held_before)
+
+
+def _edit_units(plan: _Plan, clock: _Clock, bar: tqdm, units: Sequence[list[int]], missing: set[int],
+                before: Mapping[int, list[TargetScore]], held_before: Sequence[list[TargetScore]]) -> None:
+    results = plan.out_dir / RESULTS_FILE
+    for number, unit in enumerate(units):
+        todo = [index for index in unit if index in missing]
+        if not todo:
+            continue
+        requests = [plan.probes[index].case.request for index in unit]
+        bar.set_postfix_str(plan.probes[unit[0]].case.request.subject[:30])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", KeditWarning)
+            started = time.perf_counter()
+            edit = compute_edit(plan.lm, plan.method, requests, hparams_file=plan.hparams_file, apply=True,
+                                **plan.overrides)
+            edit_seconds = time.perf_counter() - started
+        clock.edits += edit_seconds
+        try:
+            started = time.perf_counter()
+            # the whole unit is scored (also its cases recorded before a crash) so batches match an uninterrupted run
+            after = score_groups(plan.lm, [plan.probes[i] for i in unit] + list(plan.held_out), plan.eval_batch)
+            eval_seconds = time.perf_counter() - started
+            clock.evaluation += eval_seconds
+        finally:
+            edit.revert(plan.lm)
+        records = _unit_records(plan, unit, before, after, held_before)
+        info, notes = _edit_info(edit), _caught(caught)
+        written = []
+        for record in records:
+            if record["index"] not in missing:
+                continue
+            # the edit's details once per unit, on its first case
+            record["edit"] = {"method": edit.method, "unit": number, "unit_size": len(unit),
+                              **({"info": info} if record["index"] == unit[0] else {})}
+            record["seconds"] = {"edit": edit_seconds / len(unit), "evaluate": eval_seconds / len(unit)}
+            record["warnings"] = notes
+            written.append(record)
+        append_lines(results, written)
+        clock.cases += len(written)
+        bar.update(len(written))
+
+
+class _Restorer:
+    """Copies of every parameter a sequence of kept edits touched, taken before the first touch."""
+
+    def __init__(self, lm: LoadedModel) -> None:
+        self.lm = lm
+        self.originals: dict[str, torch.Tensor] = {}
+
+    def before_apply(self, edit: Edit) -> None:
+        for name in getattr(edit, "deltas", {}):
+            if name not in self.originals:
+                self.originals[name] = self.lm.parameter(name).detach().clone()
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for name, original in self.originals.items():
+            self.lm.parameter(name).copy_(original)
+        self.originals.clear()
+
+
+def _keep(edit: Edit, plan: _Plan, session: Any, restorer: _Restorer) -> None:
+    restorer.before_apply(edit)
+    edit.apply(plan.lm)
+    session.applied(edit)
+
+
+def _replay(plan: _Plan, session: Any, restorer: _Restorer, clock: _Clock) -> list[float]:
+    """Re-apply the stored edits in order (sha256-checked by ``load_edit``); return their edit seconds."""
+    stored = stored_edit_dirs(plan.out_dir)
+    if len(stored) > len(plan.probes):
+        raise ResumeError(f"{plan.out_dir} holds {len(stored)} saved edits for {len(plan.probes)} cases")
+    seconds = []
+    for index, folder in enumerate(tqdm(stored, desc="replaying stored edits", unit="edit", leave=False,
+                                        disable=not plan.progress or not stored, file=sys.stderr)):
+        edit = load_edit(folder)
+        info = getattr(edit, "info", {}) or {}
+        if info.get("bench_case_key") != plan.keys[index]:
+            raise ResumeError(f"{folder} is the edit of case {info.get('bench_case_key')!r}, "
+                              f"but case {index} of this run is {plan.keys[index]!r}")
+        _timed(clock, "replay", lambda e=edit: _keep(e, plan, session, restorer))
+        seconds.append(float(info.get("seconds", 0.0)))
+    return seconds
+
+
+def _state_records(plan: _Plan, count: int, before: Mapping[int, list[TargetScore]],
+                   held_before: Sequence[list[TargetScore]], clock: _Clock) -> list[dict[str, Any]]:
+    """Records of the first ``count`` cases measured on the current (sequentially edited) state."""
+    indices = list(range(count))
+    after = _timed(clock, "evaluation", lambda: score_groups(
+        plan.lm, [plan.probes[i] for i in indices] + list(plan.held_out), plan.eval_batch))
+    return _unit_records(plan, indices, before, after, held_before)
+
+
+def _checkpoint(plan: _Plan, records: Sequence[dict[str, Any]], count: int) -> None:
+    summary = summarize(records) | survey_summary(records)
+    append_lines(plan.out_dir / CURVE_FILE, [{"n_edits": count, "summary": summary}])
+
+
+def _run_sequential(plan: _Plan, clock: _Clock, restore: bool) -> None:
+    """Sequential mode: replay stored edits, keep editing, checkpoint every E edits, write final records."""
+    chosen = get_method(plan.method)
+    hparams = chosen.default_hparams(plan.lm, plan.hparams_file, dict(plan.overrides))
+    session = open_session(chosen, plan.lm, hparams)
+    restorer = _Restorer(plan.lm)
+    n, every = len(plan.probes), plan.mode.eval_every
+    curve_done = {line.get("n_edits") for line in recover_lines(plan.out_dir / CURVE_FILE)}
+    try:
+        # the unedited state first: replaying the stored edits changes the model
+        before = _pre_scores(plan, set(range(n)), clock)
+        held_before = _timed(clock, "pre_evaluation", lambda: score_groups(plan.lm, plan.held_out, plan.eval_batch))
+        edit_seconds = _replay(plan, session, restorer, clock)
+        done = len(edit_seconds)
+        records: list[dict[str, Any]] | None = None
+        due = {count for count in range(every, n + 1, every)} | {n}
+        if done in due and done not in curve_done:  # killed between saving edit `done` and its checkpoint
+            records = _state_records(plan, done, before, held_before, clock)
+            _checkpoint(plan, records, done)
+        notes: dict[int, list[str]] = {}
+        with _bar(plan, done) as bar:
+            for index in range(done, n):
+                request = plan.probes[index].case.request
+                bar.set_postfix_str(request.subject[:30])
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", KeditWarning)
+                    started = time.perf_counter()
+                    edit = session.compute([request])
+                    seconds = time.perf_counter() - started
+                clock.edits += seconds
+                notes[index] = _caught(caught)
+                if hasattr(edit, "info"):
+                    edit.info["seconds"] = seconds
+                    edit.info["bench_case_key"] = plan.keys[index]  # checked when the edit is replayed
+                edit.save(edit_dir(plan.out_dir, index))
+                _keep(edit, plan, session, restorer)
+                edit_seconds.append(seconds)
+                records = None
+                if index + 1 in due:
+                    records = _state_records(plan, index + 1, before, held_before, clock)
+                    _checkpoint(plan, records, index + 1)
+                clock.cases += 1
+                bar.update(1)
+        if records is None or len(records) != n:
+            records = _state_records(plan, n, before, held_before, clock)
+        for record in records:
+            index = record["index"]
+            record["edit"] = {"method": plan.method, "unit": index, "unit_size": 1, "n_edits_at_evaluation": n}
+            record["seconds"] = {"edit": edit_seconds[index]}
+            record["warnings"] = notes.get(index, [])
+        write_lines_atomic(plan.out_dir / RESULTS_FILE, records)
+    finally:
+        if restore:
+            restorer.restore()
+
+
+def _versions() -> dict[str, str]:
+    import platform
+
+    import transformers
+
+    from kedit import __version__
+
+    return {"kedit": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version()}
+
+
+def run_info(lm: LoadedModel, method: str, mode: Mode, cases: Sequence[Case], held_out: Sequence[Case],
+             hparams: Mapping[str, Any], *, model_name: str | None, data: Mapping[str, Any] | None,
+             command: str | None, batch_capable: bool) -> dict[str, Any]:
+    """The run.json of a bench run (what kedit.reports.runs reads)."""
+    import datetime
+
+    return {
+        "kind": KIND,
+        "model": {"name": model_name or lm.source, "fingerprint": lm.fingerprint, "device": str(lm.device),
+                  "dtype": str(lm.dtype).removeprefix("torch.")},
+        "method": method,
+        "batch_capable": batch_capable,
+        "hparams": dict(hparams),
+        "data": {**dict(data or {}), "cases_sha256": cases_digest(cases), "n": len(cases)},
+        "held_out": {"n": len(held_out), "cases_sha256": cases_digest(held_out) if held_out else None},
+        "mode": mode.kind,
+        "mode_spec": mode.spec,
+        "batch_size": mode.unit,
+        "eval_every": mode.eval_every or None,
+        "protocol": "token and probability (reported separately)",
+        "n": len(cases),
+        "command": command,
+        "versions": _versions(),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _summary(out_dir: Path, info: Mapping[str, Any], clock: _Clock, n: int) -> dict[str, Any]:
+    records = sorted(recover_lines(out_dir / RESULTS_FILE), key=lambda record: record["index"])
+    if len(records) != n:
+        raise KeditError(f"{out_dir / RESULTS_FILE} holds {len(records)} records, expected {n}")
+    seconds = clock.as_dict()
+    recorded = {phase: sum((r.get("seconds") or {}).get(phase, 0.0) for r in records) for phase in ("edit", "evaluate")}
+    return {
+        **summarize(records),
+        **survey_summary(records),
+        "kind": KIND,
+        "model": info.get("model"),
+        "method": info.get("method"),
+        "mode": info.get("mode_spec"),
+        "seconds": seconds,
+        "seconds_recorded": recorded,  # over every session of the run, from the records
+        "cases_this_session": clock.cases,
+        "cases_per_second": clock.cases / seconds["total"] if seconds["total"] > 0 else None,
+    }
+
+
+def run_bench(
+    lm: LoadedModel,
+    method: str,
+    cases: Sequence[Case],
+    *,
+    mode: str | Mode = SINGLE,
+    out_dir: str | Path,
+    overrides: Mapping[str, Any] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    eval_batch: int = DEFAULT_EVAL_BATCH,
+    held_out: Sequence[Case] = (),
+    hparams_file: str | Path | None = None,
+    model_name: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    command: str | None = None,
+    restore: bool = True,
+) -> dict[str, Any]:
+    """Run ``cases`` through ``method`` in ``mode``, writing the run directory ``out_dir``; return the summary.
+
+    ``held_out`` cases are never edited; their probes (see :func:`held_out_probe_case`) measure
+    drawdown. ``data`` (name, path, sha256 of the file) is recorded in run.json. The model is left
+    with its original weights unless ``restore=False`` in sequential mode (then the edits stay).
+    """
+    cases = list(cases)
+    if not cases:
+        raise KeditError("no cases to run")
+    if eval_batch < 1:
+        raise KeditError(f"eval_batch must be at least 1, got {eval_batch}")
+    mode = mode if isinstance(mode, Mode) else parse_mode(mode)
+    overrides = dict(overrides or {})
+    chosen = get_method(method)
+    hparams = hparams_dict(chosen.default_hparams(lm, hparams_file, overrides))
+    held_cases = [held_out_probe_case(case) for case in held_out]
+    info = run_info(lm, method, mode, cases, list(held_out), hparams, model_name=model_name, data=data,
+                    command=command, batch_capable=bool(getattr(chosen, "batch_capable", False)))
+    out_dir = Path(out_dir)
+    info = start_run_dir(out_dir, info, resume=resume)
+    (out_dir / SUMMARY_FILE).unlink(missing_ok=True)  # a resumed run is not finished until it says so
+    plan = _Plan(lm, method, mode, out_dir, overrides, hparams_file,
+                 probes=tuple(case_probes(case) for case in cases),
+                 keys=tuple(case_key(index, case) for index, case in enumerate(cases)),
+                 held_out=tuple(case_probes(case) for case in held_cases), eval_batch=eval_batch, progress=progress)
+    clock = _Clock(time.perf_counter())
+    if mode.kind == SEQUENTIAL:
+        _run_sequential(plan, clock, restore)
+    else:
+        _run_units(plan, clock)
+    summary = _summary(out_dir, info, clock, len(cases))
+    write_json_atomic(out_dir / SUMMARY_FILE, summary)
+    return summary
