@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.kedit-installed
 
-.PHONY: demo test lint bench clean-venv
+.PHONY: demo test lint bench clean-venv chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/kedit demo
 
-test: $(STAMP)
+# The HTML report test opens the page in headless Chromium (Debian package 'chromium'). Installed
+# here when missing and apt-get can run (root); otherwise the test skips locally and fails under CI.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)); } || \
+	  echo "chromium not installed: the HTML report test needs it"
+
+test: $(STAMP) chromium
 	$(BIN)/ruff check kedit tests bench
 	$(BIN)/python -m pytest -q -ra
 
