@@ -140,6 +140,11 @@ def test_parse_mode():
     assert parse_mode("single").spec == "single"
     assert parse_mode("batch:100").unit == 100
     assert parse_mode("sequential").eval_every == 10 and parse_mode("sequential:3").eval_every == 3
+    assert parse_mode("sequential:3").checkpoints(10) == {3, 6, 9, 10}
+    assert parse_mode("sequential:log").spec == "sequential:log"
+    assert parse_mode("sequential:log").checkpoints(100) == {1, 2, 5, 10, 20, 50, 100}
+    assert parse_mode("sequential:log").checkpoints(1000) == {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000}
+    assert parse_mode("sequential:log").checkpoints(30) == {1, 2, 5, 10, 20, 30}
     for bad in ("batch", "batch:0", "sequential:x", "parallel", "single:2"):
         with pytest.raises(kedit.KeditError, match="mode"):
             parse_mode(bad)

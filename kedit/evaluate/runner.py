@@ -63,6 +63,7 @@ from kedit.requests import Case
 
 SINGLE, BATCH, SEQUENTIAL = "single", "batch", "sequential"
 DEFAULT_EVAL_EVERY = 10
+LOG_CHECKPOINTS = "log"  # sequential:log checkpoints after 1, 2, 5, 10, 20, 50, 100, ... edits
 DEFAULT_EVAL_BATCH = 64
 
 
@@ -72,26 +73,36 @@ class Mode:
 
     kind: str
     unit: int = 1  # requests per edit: N for batch, 1 otherwise
-    eval_every: int = 0  # sequential only: edits between checkpoints
+    eval_every: int = 0  # sequential only: edits between checkpoints; 0 = the 1-2-5 series ("log")
 
     @property
     def spec(self) -> str:
         if self.kind == BATCH:
             return f"{BATCH}:{self.unit}"
         if self.kind == SEQUENTIAL:
-            return f"{SEQUENTIAL}:{self.eval_every}"
+            return f"{SEQUENTIAL}:{self.eval_every or LOG_CHECKPOINTS}"
         return SINGLE
+
+    def checkpoints(self, n: int) -> set[int]:
+        """Numbers of edits after which a sequential run re-evaluates every edited case (always n)."""
+        if self.eval_every:
+            return set(range(self.eval_every, n + 1, self.eval_every)) | {n}
+        series = {step * 10**power for power in range(len(str(n))) for step in (1, 2, 5)}
+        return {count for count in series if count <= n} | {n}
 
 
 def parse_mode(text: str) -> Mode:
-    """``single``, ``batch:N`` or ``sequential[:E]`` (E defaults to 10)."""
+    """``single``, ``batch:N`` or ``sequential[:E]`` (E defaults to 10; ``sequential:log`` checkpoints
+    after 1, 2, 5, 10, 20, 50, ... edits)."""
     kind, _, number = str(text).strip().partition(":")
-    hint = "use single, batch:N (e.g. batch:100) or sequential[:E] (e.g. sequential:10)"
+    hint = "use single, batch:N (e.g. batch:100) or sequential[:E] (e.g. sequential:10 or sequential:log)"
     if kind == SINGLE and not number:
         return Mode(SINGLE)
     if kind in (BATCH, SEQUENTIAL):
         if not number and kind == SEQUENTIAL:
             return Mode(SEQUENTIAL, 1, DEFAULT_EVAL_EVERY)
+        if number == LOG_CHECKPOINTS and kind == SEQUENTIAL:
+            return Mode(SEQUENTIAL, 1, 0)
         if number.isdigit() and int(number) >= 1:
             return Mode(BATCH, int(number)) if kind == BATCH else Mode(SEQUENTIAL, 1, int(number))
         raise KeditError(f"mode {text!r}: {kind} needs a positive whole number after ':'; {hint}")
@@ -362,7 +373,7 @@ def _run_sequential(plan: _Plan, clock: _Clock, restore: bool) -> None:
     hparams = chosen.default_hparams(plan.lm, plan.hparams_file, dict(plan.overrides))
     session = open_session(chosen, plan.lm, hparams)
     restorer = _Restorer(plan.lm)
-    n, every = len(plan.probes), plan.mode.eval_every
+    n = len(plan.probes)
     curve_done = {line.get("n_edits") for line in recover_lines(plan.out_dir / CURVE_FILE)}
     try:
         # the unedited state first: replaying the stored edits changes the model
@@ -371,7 +382,7 @@ def _run_sequential(plan: _Plan, clock: _Clock, restore: bool) -> None:
         edit_seconds = _replay(plan, session, restorer, clock)
         done = len(edit_seconds)
         records: list[dict[str, Any]] | None = None
-        due = {count for count in range(every, n + 1, every)} | {n}
+        due = plan.mode.checkpoints(n)
         if done in due and done not in curve_done:  # killed between saving edit `done` and its checkpoint
             records = _state_records(plan, done, before, held_before, clock)
             _checkpoint(plan, records, done)
