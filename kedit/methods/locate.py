@@ -35,8 +35,10 @@ from kedit.models.tracing import (
     capture_inputs,
     edit_output,
     final_hidden,
+    kv_cache_keyword,
     logits_from_hidden,
     replay_blocks_below,
+    returned_kv_cache,
     run_until,
 )
 from kedit.paths import cache_dir, sha256_text, write_json_atomic
@@ -456,7 +458,7 @@ def _prefix_layout(lm: LoadedModel, sequences: list[tuple[int, ...]], subjects: 
         with torch.no_grad():
             output = lm.model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device),
                                          position_ids=positions.to(device), use_cache=True)
-        cache = getattr(output, "past_key_values", None)
+        cache = returned_kv_cache(output)
         if not getattr(cache, "layers", None):
             return None
         slot = {group: index for index, group in enumerate(order)}
@@ -478,16 +480,16 @@ def _prefix_layout(lm: LoadedModel, sequences: list[tuple[int, ...]], subjects: 
     if own_width:
         with torch.no_grad():
             output = lm.model.base_model(input_ids=input_ids[:, :own_width], attention_mask=attention[:, :width],
-                                         position_ids=positions[:, :own_width], past_key_values=cache,
-                                         use_cache=True)
-        cache = getattr(output, "past_key_values", None)
+                                         position_ids=positions[:, :own_width], use_cache=True,
+                                         **{kv_cache_keyword(lm): cache})
+        cache = returned_kv_cache(output)
     if not getattr(cache, "layers", None):
         return None
     kwargs = {
         "input_ids": input_ids[:, own_width:],
         "attention_mask": attention,
         "position_ids": positions[:, own_width:],
-        "past_key_values": cache,
+        kv_cache_keyword(lm): cache,
         "use_cache": True,
     }
     return kwargs, _CacheSnapshot(cache), lambda row, index: index - subjects[row]

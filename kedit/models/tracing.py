@@ -8,6 +8,7 @@ leaves a hook behind.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable, Iterator
 
 import torch
@@ -20,6 +21,19 @@ from kedit.models.loading import LoadedModel
 
 class _StopForward(Exception):
     """Raised inside a hook to end a forward pass once everything needed has been seen."""
+
+
+def kv_cache_keyword(lm: LoadedModel) -> str:
+    """The keyword the base model's forward takes a KV cache under: ``cache`` from transformers 5.x
+    (where ``past_key_values`` is deprecated), ``past_key_values`` before."""
+    parameters = inspect.signature(lm.model.base_model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def returned_kv_cache(output: object) -> object | None:
+    """The KV cache a forward returned (``cache`` or, in older transformers, ``past_key_values``)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else getattr(output, "past_key_values", None)
 
 
 @contextlib.contextmanager
