@@ -47,7 +47,7 @@ from kedit.methods.base import Edit
 from kedit.models.loading import LoadedModel
 from kedit.pitfalls import metrics as m
 from kedit.pitfalls.data import ConflictRecord
-from kedit.pitfalls.probability import FactQuery, FactScore, fact_query, score_named
+from kedit.pitfalls.probability import FactQuery, FactScore, fact_query, score_named, scores_block
 from kedit.requests import EditRequest
 
 # Model states, named after the paper's symbols.
@@ -174,14 +174,7 @@ class ConflictCaseResult:
             "type": record.kind,
             "rule": record.rule,
             "requests": [record.first.request().to_dict(), record.second.request().to_dict()],
-            "pitfalls": {
-                "protocol": PROTOCOL,
-                "probabilities": {state: {name: s.value for name, s in facts.items()}
-                                  for state, facts in self.probabilities.items()},
-                "per_prompt": {state: {name: list(s.per_prompt) for name, s in facts.items()}
-                               for state, facts in self.probabilities.items()},
-                "metrics": dict(self.metrics),
-            },
+            "pitfalls": scores_block(PROTOCOL, self.probabilities, self.metrics),
             "edits": self.log.edits,
             "seconds": self.log.seconds,
             "warnings": self.log.warnings,

@@ -39,7 +39,7 @@ from kedit.models.loading import LoadedModel
 from kedit.pitfalls import metrics as m
 from kedit.pitfalls.conflict import THETA, THETA_2, THETA_M, CaseLog, Editor, EditStack, MethodEditor
 from kedit.pitfalls.data import Fact, RoundRecord
-from kedit.pitfalls.probability import FactQuery, FactScore, fact_query, score_named
+from kedit.pitfalls.probability import FactQuery, FactScore, fact_query, score_named, scores_block
 
 TARGET = "target"  # o
 INTERMEDIATE = "intermediate"  # o*
@@ -74,14 +74,7 @@ class RoundCaseResult:
             "true_objects": list(record.true_objects),
             "others": list(record.others),
             "requests": [record.first_request().to_dict(), second.to_dict()],
-            "pitfalls": {
-                "protocol": PROTOCOL,
-                "probabilities": {state: {name: s.value for name, s in objects.items()}
-                                  for state, objects in self.probabilities.items()},
-                "per_prompt": {state: {name: list(s.per_prompt) for name, s in objects.items()}
-                               for state, objects in self.probabilities.items()},
-                "metrics": dict(self.metrics),
-            },
+            "pitfalls": scores_block(PROTOCOL, self.probabilities, self.metrics),
             "edits": self.log.edits,
             "seconds": self.log.seconds,
             "warnings": self.log.warnings,

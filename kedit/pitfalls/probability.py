@@ -76,3 +76,16 @@ def score_named(lm: LoadedModel, queries: Mapping[str, FactQuery]) -> dict[str, 
     """:func:`score_facts` over a name -> query mapping (one call), keeping the names."""
     names = list(queries)
     return dict(zip(names, score_facts(lm, [queries[name] for name in names]), strict=True))
+
+
+def scores_block(protocol: str, probabilities: Mapping[str, Mapping[str, FactScore]],
+                 metrics: Mapping[str, float]) -> dict:
+    """The ``pitfalls`` part of a case record: S of every fact at every state, its per-prompt
+    values, and the case's metrics (shared by the conflict and round records)."""
+    return {
+        "protocol": protocol,
+        "probabilities": {state: {name: s.value for name, s in facts.items()} for state, facts in probabilities.items()},
+        "per_prompt": {state: {name: list(s.per_prompt) for name, s in facts.items()}
+                       for state, facts in probabilities.items()},
+        "metrics": dict(metrics),
+    }
