@@ -28,9 +28,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/counter
 def load_cases(path: Path, n: int):
     from kedit.data.counterfact import load_counterfact
 
-    loaded = load_counterfact(path)
-    cases = getattr(loaded, "cases", loaded)
-    return list(cases)[:n]
+    return load_counterfact(path, limit=n)
 
 
 def one_run(n: int, method: str, data: Path, threads: int, overrides: dict) -> dict:

@@ -21,7 +21,7 @@ from kedit.methods.alphaedit import (
     null_space_dimensions,
 )
 from kedit.methods.base import open_session
-from kedit.methods.locate import context_templates, template_weights, weighted_subject_keys
+from kedit.methods.locate import context_templates, subject_hidden, template_weights, weighted_subject_keys
 from kedit.methods.memit import MEMIT, MEMITHparams, compute_targets
 from kedit.methods.mle import MultiLabelEdit, label_requests
 from kedit.requests import EditRequest
@@ -110,8 +110,6 @@ def test_edit_moves_the_residual_toward_z(make_lm, corpus_file):
     lm = make_lm("gpt2")
     hparams = _alpha_hparams(corpus_file, lm, quantile=0.7)
     templates = context_templates(lm, hparams.context_template_length_params)
-    from kedit.methods.locate import subject_hidden
-
     z = compute_targets(lm, REQUESTS, hparams, templates).z
     before = (subject_hidden(lm, REQUESTS, 2, "subject_last") - z).norm(dim=1)
     edit = AlphaEdit().compute(lm, REQUESTS, hparams)
