@@ -104,7 +104,7 @@ def bench(
     model: Annotated[str, typer.Option(help="Bundled name, HF folder, .gguf file or hub id.")] = DEFAULT_MODEL,
     method: Annotated[str, typer.Option(help="Editing method (see `kedit methods`).")] = "rome",
     n: Annotated[int, typer.Option(min=1, help="Number of cases to edit (the first N of the data).")] = 500,
-    mode: Annotated[str, typer.Option(help="single | batch:N | sequential[:E] (checkpoint every E edits, default 10; sequential:log checkpoints after 1, 2, 5, 10, 20, 50, ... edits).")] = "single",
+    mode: Annotated[str, typer.Option(help="single | batch:N | sequential[:E[:B]] (checkpoint every E edited cases, default 10; sequential:log checkpoints after 1, 2, 5, 10, 20, 50, ... cases; B cases per edit, default 1, e.g. sequential:log:100).")] = "single",
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Hyperparameter override key=value. Repeatable.")] = None,
     hparams: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="YAML file of hyperparameters.")] = None,

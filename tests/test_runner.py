@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import kedit
+from kedit.evaluate import runner as runner_module
 from kedit.evaluate.run_files import (
     CURVE_FILE,
     RESULTS_FILE,
@@ -29,6 +30,7 @@ from kedit.evaluate.run_files import (
 )
 from kedit.evaluate.runner import parse_mode, run_bench
 from kedit.evaluate.survey import held_out_probe_case
+from kedit.methods import load_edit
 from kedit.methods.base import WeightEdit, register
 from kedit.methods.hparams import build_hparams
 from kedit.reports.runs import read_run
@@ -145,7 +147,10 @@ def test_parse_mode():
     assert parse_mode("sequential:log").checkpoints(100) == {1, 2, 5, 10, 20, 50, 100}
     assert parse_mode("sequential:log").checkpoints(1000) == {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000}
     assert parse_mode("sequential:log").checkpoints(30) == {1, 2, 5, 10, 20, 30}
-    for bad in ("batch", "batch:0", "sequential:x", "parallel", "single:2"):
+    grouped = parse_mode("sequential:log:100")
+    assert (grouped.unit, grouped.eval_every, grouped.spec) == (100, 0, "sequential:log:100")
+    assert parse_mode("sequential:4:2").unit == 2 and parse_mode("sequential:4:2").eval_every == 4
+    for bad in ("batch", "batch:0", "sequential:x", "parallel", "single:2", "sequential:log:0", "sequential:2:x"):
         with pytest.raises(kedit.KeditError, match="mode"):
             parse_mode(bad)
 
@@ -251,6 +256,55 @@ def test_sequential_resume_replays_the_stored_edits(make_lm, tmp_path, monkeypat
     assert run.kind == "bench" and run.mode == "sequential" and run.n == 6 and not run.notes
     assert [point.n_edits for point in run.curve] == [2, 4, 6]
     assert run.curve[-1].summary["token"] == run.metrics["token"]
+
+
+def test_sequential_with_several_cases_per_edit_checkpoints_after_the_edit_reaching_each_point(
+        make_lm, tmp_path, monkeypatch):
+    """sequential:log:2 on 5 cases: edits of cases (0,1), (2,3), (4); the log points 1, 2, 5 fall
+    after edits 1, 1 and 3, so the curve has n_edits 2 and 5; a crash in edit 3 resumes by replay."""
+    whole_lm = make_lm("llama")
+    counter = count_calls(monkeypatch)
+    run_bench(whole_lm, "test-shift", CASES[:5], mode="sequential:log:2", out_dir=tmp_path / "whole", restore=False,
+              **RUN)
+    assert counter[0] == 3
+    expected_weights = snapshot(whole_lm)
+    assert [line["n_edits"] for line in recover_lines(tmp_path / "whole" / CURVE_FILE)] == [2, 5]
+    records = recover_lines(tmp_path / "whole" / RESULTS_FILE)
+    assert [r["edit"]["unit"] for r in records] == [0, 0, 1, 1, 2]
+    assert [r["edit"]["unit_size"] for r in records] == [2, 2, 2, 2, 1]
+
+    # the first edit holds both requests of its group: the same deltas as a batch of the two
+    edit = load_edit(tmp_path / "whole" / "edits" / "00000")
+    joint = kedit.edit(make_lm("llama"), "test-shift", [c.request for c in CASES[:2]], apply=False)
+    assert all(torch.equal(edit.deltas[name], joint.deltas[name]) for name in joint.deltas)
+
+    lm = make_lm("llama")
+    crash_after(monkeypatch, 2)
+    with pytest.raises(Crash):
+        run_bench(lm, "test-shift", CASES[:5], mode="sequential:log:2", out_dir=tmp_path / "crashed", **RUN)
+    counter = count_calls(monkeypatch)
+    run_bench(lm, "test-shift", CASES[:5], mode="sequential:log:2", out_dir=tmp_path / "crashed", resume=True,
+              restore=False, **RUN)
+    assert counter[0] == 1
+    assert_same_weights(lm, expected_weights)
+    assert comparable(recover_lines(tmp_path / "crashed" / RESULTS_FILE)) == comparable(records)
+
+
+def test_single_mode_opens_one_session_for_the_run(make_lm, tmp_path, monkeypatch):
+    """What a session computes once (AlphaEdit's projectors) is not recomputed per case."""
+    opened = []
+    real = runner_module.open_session
+
+    def counting(method, lm, hparams):
+        opened.append(method.name)
+        return real(method, lm, hparams)
+
+    monkeypatch.setattr(runner_module, "open_session", counting)
+    lm = make_lm("llama")
+    original = snapshot(lm)
+    run_bench(lm, "test-shift", CASES[:3], out_dir=tmp_path, **RUN)
+    assert opened == ["test-shift"]
+    assert_same_weights(lm, original)
 
 
 def test_a_tampered_stored_edit_is_refused(make_lm, tmp_path, monkeypatch):

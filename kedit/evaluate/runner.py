@@ -6,10 +6,11 @@ Modes (``mode`` strings as the CLI takes them):
 * ``batch:N`` — cases are cut into fixed chunks of N by position; each chunk is edited together (a
   ``batch_capable`` method solves it jointly, the others loop inside ``compute``), all its cases are
   measured on that one edited state, then the edit is reverted.
-* ``sequential[:E]`` — every case is edited on top of the earlier ones (one :class:`EditSession`,
-  so statistics are computed once); every E edits and at the end all cases edited so far are
+* ``sequential[:E[:B]]`` — every case is edited on top of the earlier ones (one :class:`EditSession`,
+  so statistics are computed once); every E edited cases and at the end all cases edited so far are
   measured on the current state and one summary line goes to ``curve.jsonl``. The final state's
-  records go to ``results.jsonl``.
+  records go to ``results.jsonl``. ``B`` (default 1) cases go into each edit, as in the AlphaEdit
+  paper's sequential batches of 100: a checkpoint then falls after the first edit that reaches it.
 
 Scoring follows :func:`kedit.evaluate`: probes go through :func:`score` in batches. The unedited
 state is scored once, up front, in fixed chunks of ``eval_batch`` cases; each edited state is
@@ -34,7 +35,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from kedit.api import edit as compute_edit
+from kedit.api import warn_known_targets
 from kedit.errors import KeditError, KeditWarning
 from kedit.evaluate.evaluation import ProbeLayout, layout_probes, summarize
 from kedit.evaluate.evaluation import case_record as evaluation_case_record
@@ -72,15 +73,16 @@ class Mode:
     """How cases are edited: ``kind`` with ``unit`` requests per edit and (sequential) a checkpoint interval."""
 
     kind: str
-    unit: int = 1  # requests per edit: N for batch, 1 otherwise
-    eval_every: int = 0  # sequential only: edits between checkpoints; 0 = the 1-2-5 series ("log")
+    unit: int = 1  # requests per edit: N for batch, B for sequential, 1 for single
+    eval_every: int = 0  # sequential only: edited cases between checkpoints; 0 = the 1-2-5 series ("log")
 
     @property
     def spec(self) -> str:
         if self.kind == BATCH:
             return f"{BATCH}:{self.unit}"
         if self.kind == SEQUENTIAL:
-            return f"{SEQUENTIAL}:{self.eval_every or LOG_CHECKPOINTS}"
+            per_edit = f":{self.unit}" if self.unit > 1 else ""
+            return f"{SEQUENTIAL}:{self.eval_every or LOG_CHECKPOINTS}{per_edit}"
         return SINGLE
 
     def checkpoints(self, n: int) -> set[int]:
@@ -91,21 +93,35 @@ class Mode:
         return {count for count in series if count <= n} | {n}
 
 
+def _positive(text: str) -> int | None:
+    return int(text) if text.isdigit() and int(text) >= 1 else None
+
+
 def parse_mode(text: str) -> Mode:
-    """``single``, ``batch:N`` or ``sequential[:E]`` (E defaults to 10; ``sequential:log`` checkpoints
-    after 1, 2, 5, 10, 20, 50, ... edits)."""
-    kind, _, number = str(text).strip().partition(":")
-    hint = "use single, batch:N (e.g. batch:100) or sequential[:E] (e.g. sequential:10 or sequential:log)"
-    if kind == SINGLE and not number:
+    """``single``, ``batch:N`` or ``sequential[:E[:B]]`` (E defaults to 10; ``sequential:log`` checkpoints
+    after 1, 2, 5, 10, 20, 50, ... edited cases; B cases per edit, default 1)."""
+    kind, _, rest = str(text).strip().partition(":")
+    hint = ("use single, batch:N (e.g. batch:100) or sequential[:E[:B]] (e.g. sequential:10, sequential:log "
+            "or sequential:log:100 for 100 cases per edit)")
+    if kind == SINGLE and not rest:
         return Mode(SINGLE)
-    if kind in (BATCH, SEQUENTIAL):
-        if not number and kind == SEQUENTIAL:
-            return Mode(SEQUENTIAL, 1, DEFAULT_EVAL_EVERY)
-        if number == LOG_CHECKPOINTS and kind == SEQUENTIAL:
-            return Mode(SEQUENTIAL, 1, 0)
-        if number.isdigit() and int(number) >= 1:
-            return Mode(BATCH, int(number)) if kind == BATCH else Mode(SEQUENTIAL, 1, int(number))
-        raise KeditError(f"mode {text!r}: {kind} needs a positive whole number after ':'; {hint}")
+    if kind == BATCH:
+        if (size := _positive(rest)) is not None:
+            return Mode(BATCH, size)
+        raise KeditError(f"mode {text!r}: batch needs a positive whole number after ':'; {hint}")
+    if kind == SEQUENTIAL:
+        every, _, per_edit = rest.partition(":")
+        unit = _positive(per_edit) if per_edit else 1
+        if unit is None:
+            raise KeditError(f"mode {text!r}: the cases per edit (after the second ':') must be a positive "
+                             f"whole number; {hint}")
+        if not every:
+            return Mode(SEQUENTIAL, unit, DEFAULT_EVAL_EVERY)
+        if every == LOG_CHECKPOINTS:
+            return Mode(SEQUENTIAL, unit, 0)
+        if (interval := _positive(every)) is not None:
+            return Mode(SEQUENTIAL, unit, interval)
+        raise KeditError(f"mode {text!r}: sequential needs a positive whole number or 'log' after ':'; {hint}")
     raise KeditError(f"unknown mode {text!r}; {hint}")
 
 
@@ -265,11 +281,15 @@ def _run_units(plan: _Plan, clock: _Clock) -> None:
         return
     before = _pre_scores(plan, missing, clock)
     held_before = _timed(clock, "pre_evaluation", lambda: score_groups(plan.lm, plan.held_out, plan.eval_batch))
+    # One session for the run: what a method computes once (AlphaEdit's projectors) is reused by every
+    # unit. ``applied`` is never called, since each unit's edit is reverted before the next.
+    chosen = get_method(plan.method)
+    session = open_session(chosen, plan.lm, chosen.default_hparams(plan.lm, plan.hparams_file, dict(plan.overrides)))
     with _bar(plan, n - len(missing)) as bar:
-        _edit_units(plan, clock, bar, units, missing, before, held_before)
+        _edit_units(plan, session, clock, bar, units, missing, before, held_before)
 
 
-def _edit_units(plan: _Plan, clock: _Clock, bar: tqdm, units: Sequence[list[int]], missing: set[int],
+def _edit_units(plan: _Plan, session: Any, clock: _Clock, bar: tqdm, units: Sequence[list[int]], missing: set[int],
                 before: Mapping[int, list[TargetScore]], held_before: Sequence[list[TargetScore]]) -> None:
     results = plan.out_dir / RESULTS_FILE
     for number, unit in enumerate(units):
@@ -280,10 +300,11 @@ def _edit_units(plan: _Plan, clock: _Clock, bar: tqdm, units: Sequence[list[int]
         bar.set_postfix_str(plan.probes[unit[0]].case.request.subject[:30])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", KeditWarning)
+            warn_known_targets(plan.lm, requests)
             started = time.perf_counter()
-            edit = compute_edit(plan.lm, plan.method, requests, hparams_file=plan.hparams_file, apply=True,
-                                **plan.overrides)
+            edit = session.compute(requests)
             edit_seconds = time.perf_counter() - started
+            edit.apply(plan.lm)
         clock.edits += edit_seconds
         try:
             started = time.perf_counter()
@@ -335,19 +356,27 @@ def _keep(edit: Edit, plan: _Plan, session: Any, restorer: _Restorer) -> None:
     session.applied(edit)
 
 
+def _steps(plan: _Plan) -> list[list[int]]:
+    """Case indices of each sequential edit: consecutive groups of ``mode.unit`` cases."""
+    n, unit = len(plan.probes), plan.mode.unit
+    return [list(range(start, min(start + unit, n))) for start in range(0, n, unit)]
+
+
 def _replay(plan: _Plan, session: Any, restorer: _Restorer, clock: _Clock) -> list[float]:
     """Re-apply the stored edits in order (sha256-checked by ``load_edit``); return their edit seconds."""
     stored = stored_edit_dirs(plan.out_dir)
-    if len(stored) > len(plan.probes):
-        raise ResumeError(f"{plan.out_dir} holds {len(stored)} saved edits for {len(plan.probes)} cases")
+    steps = _steps(plan)
+    if len(stored) > len(steps):
+        raise ResumeError(f"{plan.out_dir} holds {len(stored)} saved edits for {len(steps)} edits of this run")
     seconds = []
-    for index, folder in enumerate(tqdm(stored, desc="replaying stored edits", unit="edit", leave=False,
-                                        disable=not plan.progress or not stored, file=sys.stderr)):
+    for number, folder in enumerate(tqdm(stored, desc="replaying stored edits", unit="edit", leave=False,
+                                         disable=not plan.progress or not stored, file=sys.stderr)):
         edit = load_edit(folder)
         info = getattr(edit, "info", {}) or {}
-        if info.get("bench_case_key") != plan.keys[index]:
+        expected = plan.keys[steps[number][0]]
+        if info.get("bench_case_key") != expected:
             raise ResumeError(f"{folder} is the edit of case {info.get('bench_case_key')!r}, "
-                              f"but case {index} of this run is {plan.keys[index]!r}")
+                              f"but edit {number} of this run starts with case {expected!r}")
         _timed(clock, "replay", lambda e=edit: _keep(e, plan, session, restorer))
         seconds.append(float(info.get("seconds", 0.0)))
     return seconds
@@ -368,54 +397,69 @@ def _checkpoint(plan: _Plan, records: Sequence[dict[str, Any]], count: int) -> N
 
 
 def _run_sequential(plan: _Plan, clock: _Clock, restore: bool) -> None:
-    """Sequential mode: replay stored edits, keep editing, checkpoint every E edits, write final records."""
+    """Sequential mode: replay stored edits, keep editing, checkpoint every E cases, write final records."""
     chosen = get_method(plan.method)
     hparams = chosen.default_hparams(plan.lm, plan.hparams_file, dict(plan.overrides))
     session = open_session(chosen, plan.lm, hparams)
     restorer = _Restorer(plan.lm)
     n = len(plan.probes)
+    steps = _steps(plan)
     curve_done = {line.get("n_edits") for line in recover_lines(plan.out_dir / CURVE_FILE)}
+    due = sorted(plan.mode.checkpoints(n))
+
+    def reaches_checkpoint(previous: int, count: int) -> bool:
+        # with B cases per edit a checkpoint that falls inside an edit is taken right after it
+        return any(previous < point <= count for point in due)
+
     try:
         # the unedited state first: replaying the stored edits changes the model
         before = _pre_scores(plan, set(range(n)), clock)
         held_before = _timed(clock, "pre_evaluation", lambda: score_groups(plan.lm, plan.held_out, plan.eval_batch))
-        edit_seconds = _replay(plan, session, restorer, clock)
-        done = len(edit_seconds)
+        step_seconds = _replay(plan, session, restorer, clock)
+        done_steps = len(step_seconds)
+        done = sum(len(step) for step in steps[:done_steps])
         records: list[dict[str, Any]] | None = None
-        due = plan.mode.checkpoints(n)
-        if done in due and done not in curve_done:  # killed between saving edit `done` and its checkpoint
+        previous = done - len(steps[done_steps - 1]) if done_steps else 0
+        if done and reaches_checkpoint(previous, done) and done not in curve_done:
+            # killed between saving the edit that reached a checkpoint and writing that checkpoint
             records = _state_records(plan, done, before, held_before, clock)
             _checkpoint(plan, records, done)
         notes: dict[int, list[str]] = {}
         with _bar(plan, done) as bar:
-            for index in range(done, n):
-                request = plan.probes[index].case.request
-                bar.set_postfix_str(request.subject[:30])
+            for number in range(done_steps, len(steps)):
+                step = steps[number]
+                requests = [plan.probes[index].case.request for index in step]
+                bar.set_postfix_str(requests[0].subject[:30])
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", KeditWarning)
                     started = time.perf_counter()
-                    edit = session.compute([request])
+                    edit = session.compute(requests)
                     seconds = time.perf_counter() - started
                 clock.edits += seconds
-                notes[index] = _caught(caught)
+                for index in step:
+                    notes[index] = _caught(caught)
                 if hasattr(edit, "info"):
                     edit.info["seconds"] = seconds
-                    edit.info["bench_case_key"] = plan.keys[index]  # checked when the edit is replayed
-                edit.save(edit_dir(plan.out_dir, index))
+                    edit.info["bench_case_key"] = plan.keys[step[0]]  # checked when the edit is replayed
+                edit.save(edit_dir(plan.out_dir, number))
                 _keep(edit, plan, session, restorer)
-                edit_seconds.append(seconds)
+                step_seconds.append(seconds)
+                previous, done = done, done + len(step)
                 records = None
-                if index + 1 in due:
-                    records = _state_records(plan, index + 1, before, held_before, clock)
-                    _checkpoint(plan, records, index + 1)
-                clock.cases += 1
-                bar.update(1)
+                if reaches_checkpoint(previous, done):
+                    records = _state_records(plan, done, before, held_before, clock)
+                    _checkpoint(plan, records, done)
+                clock.cases += len(step)
+                bar.update(len(step))
         if records is None or len(records) != n:
             records = _state_records(plan, n, before, held_before, clock)
+        step_of = {index: number for number, step in enumerate(steps) for index in step}
         for record in records:
             index = record["index"]
-            record["edit"] = {"method": plan.method, "unit": index, "unit_size": 1, "n_edits_at_evaluation": n}
-            record["seconds"] = {"edit": edit_seconds[index]}
+            number = step_of[index]
+            record["edit"] = {"method": plan.method, "unit": number, "unit_size": len(steps[number]),
+                              "n_edits_at_evaluation": n}
+            record["seconds"] = {"edit": step_seconds[number] / len(steps[number])}
             record["warnings"] = notes.get(index, [])
         write_lines_atomic(plan.out_dir / RESULTS_FILE, records)
     finally:
