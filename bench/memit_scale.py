@@ -31,17 +31,27 @@ def load_cases(path: Path, n: int):
     return load_counterfact(path, limit=n)
 
 
-def one_run(n: int, method: str, data: Path, threads: int, overrides: dict) -> dict:
-    """Edit the first n records in one batch, evaluate them before and after; peak RSS of this process."""
+def one_run(n: int, method: str, data: Path, threads: int, overrides: dict, device: str = "cpu") -> dict:
+    """Edit the first n records in one batch, evaluate them before and after; peak RSS of this process
+    (and, on a GPU, the peak memory the CUDA allocator held)."""
     import kedit
     from kedit.evaluate import evaluate, summarize
 
     torch.set_num_threads(threads)
     warnings.simplefilter("ignore")
-    lm = kedit.load_model("smollm2-135m")
+    lm = kedit.load_model("smollm2-135m", device=device)
     cases = load_cases(data, n)
+    if lm.device.type == "cuda":
+        # CUDA start-up (context, cuBLAS handles, lazy kernel loading) is paid by an untimed edit of
+        # a record outside the timed ones
+        spare = load_cases(data, n + 1)[-1]
+        kedit.edit(lm, method, [spare.request], apply=False, z_cache=False, **overrides)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     edit = kedit.edit(lm, method, [c.request for c in cases], apply=False, z_cache=False, **overrides)
+    if lm.device.type == "cuda":
+        torch.cuda.synchronize()
     edit_seconds = time.perf_counter() - started
     started = time.perf_counter()
     records = evaluate(lm, cases, edit)
@@ -66,17 +76,19 @@ def one_run(n: int, method: str, data: Path, threads: int, overrides: dict) -> d
         "layers": edit.info.get("layers"),
         "z_iterations_mean": edit.info.get("z_iterations_mean"),
         "threads": threads,
+        "device": torch.cuda.get_device_name(lm.device) if lm.device.type == "cuda" else "cpu",
+        "peak_gpu_mib": torch.cuda.max_memory_allocated(lm.device) / 2**20 if lm.device.type == "cuda" else None,
     }
 
 
-def warm(method: str, overrides: dict) -> None:
+def warm(method: str, overrides: dict, device: str = "cpu") -> None:
     """Convert the model, collect the statistics and sample the templates once (not timed)."""
     import kedit
     from kedit.methods import get_method
     from kedit.methods.locate import context_templates
     from kedit.stats import second_moments
 
-    lm = kedit.load_model("smollm2-135m")
+    lm = kedit.load_model("smollm2-135m", device=device)
     hparams = get_method(method).default_hparams(lm, overrides=overrides)
     second_moments(lm, list(hparams.layers), hparams.mom2_corpus, hparams.mom2_tokens)
     context_templates(lm, hparams.context_template_length_params, hparams.template_seed)
@@ -88,6 +100,7 @@ def main() -> None:
     parser.add_argument("--method", default="memit")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--set", action="append", default=[], help="hyperparameter override key=value")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child process: run this n, print JSON
     parser.add_argument("--out", type=Path)
@@ -96,13 +109,13 @@ def main() -> None:
 
     overrides = dict(parse_override(text) for text in args.set)
     if args.one is not None:
-        print(json.dumps(one_run(args.one, args.method, args.data, args.threads, overrides)))
+        print(json.dumps(one_run(args.one, args.method, args.data, args.threads, overrides, args.device)))
         return
-    warm(args.method, overrides)
+    warm(args.method, overrides, args.device)
     rows = []
     for n in args.ns:
         command = [sys.executable, __file__, "--one", str(n), "--method", args.method, "--data", str(args.data),
-                   "--threads", str(args.threads), *[f"--set={text}" for text in args.set]]
+                   "--threads", str(args.threads), "--device", args.device, *[f"--set={text}" for text in args.set]]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         row = json.loads(output.strip().splitlines()[-1])
         rows.append(row)
@@ -110,7 +123,8 @@ def main() -> None:
     result = {
         "command": " ".join(["python bench/memit_scale.py", *sys.argv[1:]]),
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads available, "
-                   f"torch {torch.__version__}",
+                   f"torch {torch.__version__}"
+                   + (f", {torch.cuda.get_device_name()}" if args.device != "cpu" else ""),
         "overrides": overrides,
         "rows": rows,
     }
