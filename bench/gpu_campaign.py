@@ -60,7 +60,8 @@ class Sizes:
 
 
 def kedit_command(*args: str) -> tuple[str, ...]:
-    return (sys.executable, "-m", "kedit", *args)
+    # --resume: running the campaign again (a later GPU session on the same machine) continues every run
+    return (sys.executable, "-m", "kedit", *args, "--resume")
 
 
 def bench_jobs(data: Path, runs: Path, sizes: Sizes) -> list[Job]:
@@ -108,14 +109,15 @@ def bench_jobs(data: Path, runs: Path, sizes: Sizes) -> list[Job]:
 
 
 def solo_jobs(data: Path, runs: Path, sizes: Sizes) -> list[Job]:
+    """Most important first: the runner-throughput comparison (issue 4's targets), then edit timings."""
     cf_file = data / "counterfact/easyedit_counterfact-edit.json"
     return [
+        Job("solo-throughput", (sys.executable, str(REPO / "bench/runner_throughput.py"), "--n", "50",
+                                "--method", "memit", "--device", sizes.device, "--data", f"counterfact-easyedit:{cf_file}")),
         Job("solo-memit-scale", (sys.executable, str(REPO / "bench/memit_scale.py"), "--ns", "1", "10", "100",
                                  "--device", sizes.device, "--data", str(cf_file), "--out", str(runs / "memit-scale-solo.json"))),
         Job("solo-rome-10", (sys.executable, str(REPO / "bench/memit_scale.py"), "--ns", "10", "--method", "rome",
                              "--device", sizes.device, "--data", str(cf_file), "--out", str(runs / "rome-10-solo.json"))),
-        Job("solo-throughput", (sys.executable, str(REPO / "bench/runner_throughput.py"), "--n", "50",
-                                "--method", "rome", "--device", sizes.device, "--data", f"counterfact-easyedit:{cf_file}")),
     ]
 
 
@@ -173,7 +175,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="results.tar.gz goes here")
     parser.add_argument("--work", type=Path, default=Path("/tmp/kedit-gpu"), help="run folders and logs")
     parser.add_argument("--seconds", type=float, default=540, help="wall-clock budget of the whole script")
-    parser.add_argument("--solo-seconds", type=float, default=90, help="budget of phase 2")
+    parser.add_argument("--solo-seconds", type=float, default=240,
+                        help="budget of phase 2 (on an H200: throughput ~150 s, MEMIT 1/10/100 ~70 s, ROME x10 ~40 s)")
     parser.add_argument("--only", nargs="*", help="run only the jobs of these names (phase 3)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--sizes", default="200,200,1000,1000",

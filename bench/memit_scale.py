@@ -90,7 +90,8 @@ def warm(method: str, overrides: dict, device: str = "cpu") -> None:
 
     lm = kedit.load_model("smollm2-135m", device=device)
     hparams = get_method(method).default_hparams(lm, overrides=overrides)
-    second_moments(lm, list(hparams.layers), hparams.mom2_corpus, hparams.mom2_tokens)
+    layers = list(getattr(hparams, "layers", None) or [hparams.layer])  # MEMIT/AlphaEdit: layers; ROME: layer
+    second_moments(lm, layers, hparams.mom2_corpus, hparams.mom2_tokens)
     context_templates(lm, hparams.context_template_length_params, hparams.template_seed)
 
 

@@ -121,23 +121,23 @@ def main() -> None:
     lm = load(args)
     cases = load_cases(args)
     warnings.simplefilter("ignore", kedit.KeditWarning)  # "already answers the new target" on every edit
-    rows = []
-    batched, looped = one_state_batched(lm, cases, args.eval_batch), one_state_per_prompt(lm, cases)
-    rows.append(("one model state (scoring only)", batched, looped))
-    if not args.skip_edits:
-        runner, runner_total = single_runner(lm, cases, args.method, overrides, args.eval_batch)
-        loop, loop_total = single_per_prompt(lm, cases, args.method, overrides)
-        rows.append((f"single mode ({args.method}), evaluation only", runner, loop))
-        rows.append((f"single mode ({args.method}), edits included", runner_total, loop_total))
-
     probes = sum(len(case_probes(case).pairs) for case in cases)
+    # The table is printed row by row as each measurement finishes, so a run stopped part way (a
+    # short GPU lease) still leaves the rows it completed.
     print(f"model {'tiny-llama' if args.tiny else args.model} on {lm.device}, torch threads "
           f"{torch.get_num_threads()}, {len(cases)} cases ({probes} probes), eval batch {args.eval_batch}\n")
     print("| measurement | runner (cases/s) | per-prompt loop (cases/s) | speed-up |")
-    print("|---|---:|---:|---:|")
-    for label, fast, slow in rows:
-        print(f"| {label} | {fast:.2f} | {slow:.2f} | {fast / slow:.2f}x |")
+    print("|---|---:|---:|---:|", flush=True)
 
+    def row(label: str, fast: float, slow: float) -> None:
+        print(f"| {label} | {fast:.2f} | {slow:.2f} | {fast / slow:.2f}x |", flush=True)
+
+    row("one model state (scoring only)", one_state_batched(lm, cases, args.eval_batch), one_state_per_prompt(lm, cases))
+    if not args.skip_edits:
+        runner, runner_total = single_runner(lm, cases, args.method, overrides, args.eval_batch)
+        loop, loop_total = single_per_prompt(lm, cases, args.method, overrides)
+        row(f"single mode ({args.method}), evaluation only", runner, loop)
+        row(f"single mode ({args.method}), edits included", runner_total, loop_total)
 
 if __name__ == "__main__":
     main()

@@ -140,7 +140,11 @@ def run_suite(suite: Suite, records: Sequence[Any], run_info: dict[str, Any], ou
     if not resume and cases_file.is_file() and cases_file.stat().st_size > 0:
         raise KeditError(f"{cases_file} already holds cases; pass --resume to continue that run or choose another --out")
     if done and (out / RUN_FILE).is_file():
-        _check_same_run(json.loads((out / RUN_FILE).read_text(encoding="utf-8")), run_info, out)
+        from kedit.evaluate.run_files import with_session
+
+        previous = json.loads((out / RUN_FILE).read_text(encoding="utf-8"))
+        _check_same_run(previous, run_info, out)
+        run_info = with_session(previous, run_info | {"command": command, "versions": _versions()})
     _write_json(out / RUN_FILE, run_info)
     finished = {record.get("case_id") for record in done}
     todo = [record for record in records if record.case_id not in finished]

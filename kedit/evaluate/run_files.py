@@ -143,6 +143,22 @@ def check_resumable(stored: Mapping[str, Any], fresh: Mapping[str, Any], directo
         )
 
 
+def session_entry(info: Mapping[str, Any]) -> dict[str, Any]:
+    """Where one session of a run ran: device, versions, command and start time (from its run info)."""
+    import datetime
+
+    return {"device": (info.get("model") or {}).get("device"), "versions": info.get("versions"),
+            "command": info.get("command"),
+            "started": info.get("created") or datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+
+
+def with_session(stored: Mapping[str, Any], fresh: Mapping[str, Any]) -> dict[str, Any]:
+    """``stored`` run info with the resuming session appended to its ``sessions`` (the first entry is
+    the session that created the run), so a run continued on another device or version says so."""
+    sessions = list(stored.get("sessions") or [session_entry(stored)])
+    return {**stored, "sessions": [*sessions, session_entry(fresh)]}
+
+
 def start_run_dir(directory: Path, info: Mapping[str, Any], *, resume: bool) -> dict[str, Any]:
     """Create or reopen the run directory; return the run.json now in force.
 
@@ -160,6 +176,7 @@ def start_run_dir(directory: Path, info: Mapping[str, Any], *, resume: bool) -> 
         except json.JSONDecodeError as error:
             raise ResumeError(f"{run_file} is not valid JSON ({error.msg})") from None
         check_resumable(stored, info, directory)
+        stored = with_session(stored, info)
         stored["resumed"] = int(stored.get("resumed", 0)) + 1
         write_json_atomic(run_file, stored)
         return stored
