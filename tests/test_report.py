@@ -93,7 +93,7 @@ def _write_lines(path: Path, lines: list[dict]) -> None:
 
 
 def write_bench_run(directory: Path, records: list[dict], method: str, *, mode: str = "single",
-                    survey: dict | None = None, curve: list[tuple[int, dict]] | None = None,
+                    survey: dict | None = None, survey_probability: dict | None = None, curve: list[tuple[int, dict]] | None = None,
                     kind: str | None = "bench", model: str = "tiny-llama", fingerprint: str = "ab" * 32,
                     data_sha: str = "cd" * 32) -> Path:
     """A run directory as `kedit bench` writes it: run.json, results.jsonl, summary.json, curve.jsonl."""
@@ -111,6 +111,8 @@ def write_bench_run(directory: Path, records: list[dict], method: str, *, mode: 
     summary = summarize(records)
     if survey is not None:
         summary["survey"] = survey
+    if survey_probability is not None:
+        summary["survey_probability"] = survey_probability
     _write_json(directory / "summary.json", summary)
     if curve is not None:
         _write_lines(directory / "curve.jsonl", [{"n_edits": n, "summary": s} for n, s in curve])
@@ -126,7 +128,8 @@ def bench_runs(evaluator, tmp_path_factory) -> dict:
     survey = {"success_rate": 0.9, "generalization_rate": 0.6, "drawdown": -0.05}
     return {
         "rome": write_bench_run(root / "rome", small, "rome"),
-        "memit": write_bench_run(root / "memit", large, "memit", survey=survey),
+        "memit": write_bench_run(root / "memit", large, "memit", survey=survey,
+                                 survey_probability={"success_rate": 0.8, "generalization_rate": 0.7, "drawdown": 0.1}),
         "seq": write_bench_run(root / "memit-seq", large, "memit", mode="sequential", curve=checkpoints),
         "summaries": {"rome": summarize(small), "memit": summarize(large)},
         "checkpoints": dict(checkpoints),
@@ -319,8 +322,11 @@ def test_report_tables_show_the_summaries_numbers(report, bench_runs):
     assert rome[1:] == [format_score(post[k]) for k in ("efficacy_score", "paraphrase_score", "neighborhood_score",
                                                         "score_s", "efficacy_magnitude", "paraphrase_magnitude",
                                                         "neighborhood_magnitude")]
-    survey = _table_after(markdown, "### Survey metrics")
-    assert survey == [["run", "success rate", "generalization rate", "drawdown"], ["memit (single, n=3)", "0.90", "0.60", "-0.05"]]
+    header = ["run", "success rate", "generalization rate", "drawdown"]
+    survey = _table_after(markdown, "### Survey metrics, token protocol")
+    assert survey == [header, ["memit (single, n=3)", "0.90", "0.60", "-0.05"]]
+    survey = _table_after(markdown, "### Survey metrics, probability protocol")
+    assert survey == [header, ["memit (single, n=3)", "0.80", "0.70", "0.10"]]
     seq = _table_after(markdown, "#### memit (sequential, n=3)")
     assert [row[0] for row in seq[1:]] == ["0", "1", "2", "4", "8"]
     assert seq[-1][seq[0].index("S")] == format_score(bench_runs["checkpoints"][8]["probability"]["post"]["score_s"])
@@ -341,7 +347,7 @@ def test_report_lists_the_unreadable_run_and_writes_pngs_beside_it(report):
     assert f"- `{report.failures[0].path}`: no run.json" in markdown
     names = sorted(path.name for path in report.plots)
     assert names == ["curves_probability.png", "curves_token.png", "metrics_probability.png",
-                     "metrics_survey.png", "metrics_token.png"]
+                     "metrics_survey.png", "metrics_survey_probability.png", "metrics_token.png"]
     for path in report.plots:
         assert path.parent == report.markdown.parent and path.read_bytes().startswith(PNG_SIGNATURE)
         assert f"]({path.name})" in markdown

@@ -50,32 +50,35 @@ TOKEN = MetricGroup(
     headline=(MetricSpec("reliability", "reliability"), MetricSpec("generalization", "generalization"),
               MetricSpec("locality", "locality"), MetricSpec("portability", "portability")),
 )
-SURVEY = MetricGroup(
-    "survey", "Survey metrics",
-    headline=(MetricSpec("success_rate", "success rate"), MetricSpec("generalization_rate", "generalization rate"),
-              MetricSpec("drawdown", "drawdown")),
-    has_baseline=False,
-)
+_SURVEY_METRICS = (MetricSpec("success_rate", "success rate"), MetricSpec("generalization_rate", "generalization rate"),
+                   MetricSpec("drawdown", "drawdown"))
+SURVEY = MetricGroup("survey", "Survey metrics, token protocol", headline=_SURVEY_METRICS, has_baseline=False)
+# The same rates with success judged by the probability protocol (p(new) > p(true)); never merged with the above.
+SURVEY_PROBABILITY = MetricGroup("survey_probability", "Survey metrics, probability protocol",
+                                 headline=_SURVEY_METRICS, has_baseline=False)
 FLUENCY = MetricGroup(
     "fluency", "Fluency (generated text)", headline=(), extra=(MetricSpec("ngram_entropy", "n-gram entropy"),),
 )
-GROUPS = (PROBABILITY, TOKEN, SURVEY)
+GROUPS = (PROBABILITY, TOKEN, SURVEY, SURVEY_PROBABILITY)
 TABLE_GROUPS = (*GROUPS, FLUENCY)
 POST, PRE = "post", "pre"
 
 
-def survey_block(summary: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Survey metrics of a summary: a ``survey`` object, or the same names at the top level."""
-    block = summary.get("survey")
+def survey_block(summary: Mapping[str, Any], name: str = SURVEY.name) -> Mapping[str, Any]:
+    """Survey metrics of a summary: its ``name`` object (``survey`` or ``survey_probability``), or for
+    ``survey`` the same names at the top level."""
+    block = summary.get(name)
     if isinstance(block, Mapping):
         return block
+    if name != SURVEY.name:
+        return {}
     return {spec.key: summary[spec.key] for spec in SURVEY.specs if spec.key in summary}
 
 
 def group_value(summary: Mapping[str, Any], group: MetricGroup, key: str, state: str = POST) -> float | None:
     """One metric of one group from a summarize()-shaped dict, or None when absent."""
-    if group.name == SURVEY.name:
-        value = survey_block(summary).get(key)
+    if group.name in (SURVEY.name, SURVEY_PROBABILITY.name):
+        value = survey_block(summary, group.name).get(key)
         # A survey metric may itself be split into pre/post; the edited state is the one to show.
         if isinstance(value, Mapping):
             value = value.get(state)
