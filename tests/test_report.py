@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+import kedit
 from kedit.cli import app
 from kedit.demo import write_report as write_demo_report
 from kedit.evaluate.evaluation import evaluate, summarize
@@ -168,6 +169,23 @@ def test_unreadable_folders_are_listed_with_their_reason(evaluator, tmp_path):
     assert "results.jsonl line 2 is not valid JSON" in reasons["corrupt"]
     assert "no run.json" in reasons["stranger"] and "notes.txt" in reasons["stranger"]
     assert reasons["missing"] == "does not exist"
+
+
+def test_a_stopped_sequential_run_is_shown_up_to_its_last_checkpoint(evaluator, tmp_path):
+    checkpoints = [(n, summarize(evaluator.records(0.2 * n, seed=3))) for n in (1, 2, 5)]
+    directory = write_bench_run(tmp_path / "seq", evaluator.records(0.1), "memit", mode="sequential",
+                                curve=checkpoints)
+    (directory / "summary.json").unlink()
+    (directory / "results.jsonl").unlink()  # a sequential run writes its records only at the end
+    run = read_run(directory)
+    assert run.n == 5 and run.info["planned_n"] == 3  # write_bench_run records n = its 3 records
+    assert [point.n_edits for point in run.curve] == [1, 2, 5]
+    assert run.metrics["probability"] == checkpoints[-1][1]["probability"]
+    assert run.notes == ("unfinished: stopped after 5 of 3 edits (no summary.json); "
+                         "its metrics are those of the checkpoint at 5 edits",)
+    (directory / "curve.jsonl").unlink()  # nothing measured: still refused
+    with pytest.raises(kedit.KeditError, match="no summary.json"):
+        read_run(directory)
 
 
 def test_an_unfinished_last_line_is_not_a_record(evaluator, tmp_path):

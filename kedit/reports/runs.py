@@ -194,17 +194,24 @@ def _read_run(path: Path) -> Run:
         present = ", ".join(sorted(p.name for p in path.iterdir())) or "nothing"
         raise _Unreadable(f"no {RUN_FILE} (the folder holds: {present}); is this a kedit run directory?")
     kind = _kind(info, records, source)
-    if not summary_file.is_file():
+    curve: tuple[CurvePoint, ...] = _curve(path / CURVE_FILE) if (path / CURVE_FILE).is_file() else ()
+    notes = []
+    if summary_file.is_file():
+        summary = _read_json_object(summary_file)
+    elif info.get("mode") == "sequential" and curve:
+        # A sequential run stopped part way still has a curve: shown up to its last checkpoint, and
+        # said so, with the run's size as the number of edits that checkpoint measured.
+        last = curve[-1]
+        summary = {**last.summary, "cases": last.n_edits}
+        info = {**info, "n": last.n_edits, "planned_n": info.get("n")}
+        notes.append(f"unfinished: stopped after {last.n_edits} of {info['planned_n']} edits (no {SUMMARY_FILE}); "
+                     f"its metrics are those of the checkpoint at {last.n_edits} edits")
+    else:
         raise _Unreadable(
             f"no {SUMMARY_FILE}: the run has not finished or was interrupted "
             f"({RESULTS_FILE} holds {len(records)} complete record(s)); resume it, then report"
         )
-    summary = _read_json_object(summary_file)
-    notes = []
-    curve: tuple[CurvePoint, ...] = ()
-    if (path / CURVE_FILE).is_file():
-        curve = _curve(path / CURVE_FILE)
-    elif info.get("mode") == "sequential":
+    if not curve and info.get("mode") == "sequential":
         notes.append(f"sequential run without {CURVE_FILE}: no curve to draw")
     expected = summary.get("cases")
     if kind == BENCH and isinstance(expected, int) and records and expected != len(records):
