@@ -107,7 +107,8 @@ def _unique_labels(runs: Sequence[Run], namers: Sequence[Callable[[Run], str]]) 
 
 
 def _with_details(run: Run) -> str:
-    parts = [p for p in (run.mode, f"n={run.n}" if run.n is not None else None) if p]
+    mode = run.info.get("mode_spec") or run.mode  # e.g. "sequential:log:100", which says the edit size
+    parts = [p for p in (mode, f"n={run.n}" if run.n is not None else None) if p]
     return f"{run.method} ({', '.join(parts)})" if parts else run.method
 
 
