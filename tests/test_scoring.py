@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from kedit.evaluate import score
+from kedit.evaluate.scoring import prefix_hosts
 
 PAIRS = [
     ("The Eiffel Tower is located in the city of", "Paris"),
@@ -63,3 +64,35 @@ def test_score_equals_hand_computed_log_softmax(any_lm):
         assert all(value < 0 for value in scored.log_probs)
     # Multi-token target: the later tokens are teacher-forced (their own positions are read).
     assert len(score(lm, [PAIRS[3]])[0].target_ids) >= 3
+
+
+def test_prefix_hosts_maps_each_sequence_to_its_longest_extension():
+    sequences = [(1, 2), (1, 2, 3), (1, 2, 3, 4), (1, 5), (1, 2), (2,), (1,), (1, 2, 6)]
+    hosts = prefix_hosts(sequences)
+    assert hosts[0] == hosts[4] and hosts[0][:2] == (1, 2) and len(hosts[0]) >= 3
+    assert hosts[1] == (1, 2, 3, 4) and hosts[2] == (1, 2, 3, 4)
+    assert hosts[3] == (1, 5) and hosts[5] == (2,) and hosts[7] == (1, 2, 6)
+    assert hosts[6][:1] == (1,) and hosts[6] in set(sequences)
+    for sequence, host in zip(sequences, hosts, strict=True):  # every host begins with its sequence
+        assert host[: len(sequence)] == tuple(sequence)
+    assert prefix_hosts([]) == []
+
+
+def test_pairs_sharing_a_prompt_are_read_from_one_forward_with_unchanged_scores(lm, monkeypatch):
+    """A prompt scored with a one-token target and a longer one (or the same pair twice) costs one
+    row: the short input is a prefix of the long one, and a causal model's logits there are the same."""
+    from kedit.evaluate import scoring
+
+    prompt = "The Eiffel Tower is located in the city of"
+    one_token = next(word for word in ("Rome", "Paris", "a", "the")
+                     if len(lm.tokenizer(" " + word, add_special_tokens=False)["input_ids"]) == 1)
+    pairs = [(prompt, one_token), (prompt, "the sport of basketball"), (prompt, one_token), PAIRS[1]]
+    alone = [score(lm, [pair])[0] for pair in pairs]
+    rows = []
+    real = scoring._score_batch
+    monkeypatch.setattr(scoring, "_score_batch", lambda lm, inputs, reads: rows.extend(inputs) or real(lm, inputs, reads))
+    together = score(lm, pairs)
+    assert len(rows) == 2  # the long target's row serves both one-token reads; PAIRS[1] its own
+    for a, b in zip(together, alone, strict=True):
+        assert a.target_ids == b.target_ids and a.predicted == b.predicted
+        assert a.log_probs == pytest.approx(b.log_probs, abs=1e-5)

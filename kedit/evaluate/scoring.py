@@ -70,6 +70,24 @@ def encode_pair(tokenizer, prompt: str, target: str) -> tuple[list[int], list[in
     return prompt_ids, target_ids
 
 
+def prefix_hosts(sequences: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
+    """For each sequence, the longest distinct sequence of the list that starts with it (itself when
+    none does). A causal model's logits at a sequence's positions are the same inside any longer
+    sequence that begins with it, so only the hosts need a forward.
+
+    In lexicographic order a sequence's extensions follow it directly, so one backward pass over
+    the sorted distinct sequences finds every host.
+    """
+    distinct = sorted({tuple(sequence) for sequence in sequences})
+    host: dict[tuple[int, ...], tuple[int, ...]] = {}
+    following: tuple[int, ...] | None = None
+    for sequence in reversed(distinct):
+        extends = following is not None and following[: len(sequence)] == sequence
+        host[sequence] = host[following] if extends else sequence  # type: ignore[index]
+        following = sequence
+    return [host[tuple(sequence)] for sequence in sequences]
+
+
 def score(
     lm: LoadedModel,
     pairs: Sequence[tuple[str, str]],
@@ -78,39 +96,53 @@ def score(
     """Score every (prompt, target) pair; the result is in the order of ``pairs``.
 
     Each prompt is shown with the model's installed prompt contexts (:meth:`LoadedModel.in_context`).
+    Pairs whose input is a prefix of another pair's input (the same prompt with a one-token target
+    and any other target, or an exact repeat) are read from that pair's forward: benchmarks score
+    most prompts with both the new and the true object, so this removes up to half of the rows.
     """
     shown = lm.in_context([prompt for prompt, _ in pairs])
     encoded = [encode_pair(lm.tokenizer, prompt, target) for prompt, (_, target) in zip(shown, pairs, strict=True)]
     # Feed prompt + target minus its last token: the last len(target) positions predict the target.
     inputs = [prompt_ids + target_ids[:-1] for prompt_ids, target_ids in encoded]
-    order = sorted(range(len(inputs)), key=lambda index: len(inputs[index]))
+    hosts = prefix_hosts(inputs)
+    served: dict[tuple[int, ...], list[int]] = {}
+    for index, host in enumerate(hosts):
+        served.setdefault(host, []).append(index)
+    rows = sorted(served, key=len)
     results: list[TargetScore | None] = [None] * len(inputs)
     start = 0
-    while start < len(order):
+    while start < len(rows):
         stop = start + 1
-        while stop < len(order) and (stop - start + 1) * len(inputs[order[stop]]) <= token_budget:
+        while stop < len(rows) and (stop - start + 1) * len(rows[stop]) <= token_budget:
             stop += 1
-        chunk = order[start:stop]
-        for index, scored in zip(chunk, _score_batch(lm, [inputs[i] for i in chunk],
-                                                     [encoded[i][1] for i in chunk]), strict=True):
+        chunk = rows[start:stop]
+        # (row in the chunk, end of the pair's input within its host, target ids) per pair
+        reads = [(row, len(inputs[index]), encoded[index][1])
+                 for row, host in enumerate(chunk) for index in served[host]]
+        indices = [index for host in chunk for index in served[host]]
+        for index, scored in zip(indices, _score_batch(lm, [list(host) for host in chunk], reads), strict=True):
             results[index] = scored
         start = stop
     return results  # type: ignore[return-value]
 
 
 @torch.no_grad()
-def _score_batch(lm: LoadedModel, inputs: list[list[int]], targets: list[list[int]]) -> list[TargetScore]:
+def _score_batch(lm: LoadedModel, inputs: list[list[int]],
+                 reads: Sequence[tuple[int, int, Sequence[int]]]) -> list[TargetScore]:
+    """One forward of the left-padded ``inputs``; for each read (row, end, target) the target's
+    log-probabilities at the ``len(target)`` positions before ``end`` of that row's sequence."""
     batch = pad_left(inputs, lm.pad_token_id, lm.device)
     hidden = final_hidden(lm, batch)  # (B, T, d)
     width = batch.width
-    rows = torch.cat([torch.full((len(t),), row, dtype=torch.long) for row, t in enumerate(targets)])
-    cols = torch.cat([torch.arange(width - len(t), width) for t in targets])
+    rows = torch.cat([torch.full((len(t),), row, dtype=torch.long) for row, _, t in reads])
+    # row `row` starts at column width - len(inputs[row]); its position `end - 1` is the last one read
+    cols = torch.cat([torch.arange(end - len(t), end) + width - len(inputs[row]) for row, end, t in reads])
     log_probs = torch.log_softmax(logits_from_hidden(lm, hidden[rows, cols]).float(), dim=-1)  # (N, V)
-    flat_targets = torch.tensor([token for t in targets for token in t], device=log_probs.device)
+    flat_targets = torch.tensor([token for _, _, t in reads for token in t], device=log_probs.device)
     chosen = log_probs.gather(1, flat_targets[:, None])[:, 0].tolist()
     predicted = log_probs.argmax(dim=-1).tolist()
     scores, offset = [], 0
-    for target in targets:
+    for _, _, target in reads:
         end = offset + len(target)
         scores.append(TargetScore(tuple(target), tuple(chosen[offset:end]), tuple(predicted[offset:end])))
         offset = end
