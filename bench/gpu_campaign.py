@@ -154,9 +154,9 @@ def pack(runs: Path, logs: Path, out: Path, status: dict) -> None:
 
 def start(job: Job, logs: Path, threads: int) -> subprocess.Popen:
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    handle = open(logs / f"{job.name}.log", "w")  # noqa: SIM115 - closed when the process is reaped
-    return subprocess.Popen(job.argv, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO, env=env,
-                            start_new_session=True)
+    with open(logs / f"{job.name}.log", "w") as handle:  # the child keeps its own descriptor
+        return subprocess.Popen(job.argv, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO, env=env,
+                                start_new_session=True)
 
 
 def stop(process: subprocess.Popen) -> None:

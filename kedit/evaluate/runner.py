@@ -171,8 +171,7 @@ class _Plan:
     method: str
     mode: Mode
     out_dir: Path
-    overrides: Mapping[str, Any]
-    hparams_file: str | Path | None
+    hparams: Any  # the method's resolved hyperparameters (defaults, file, overrides)
     probes: tuple[CaseProbes, ...]
     keys: tuple[str, ...]
     held_out: tuple[CaseProbes, ...]
@@ -283,8 +282,7 @@ def _run_units(plan: _Plan, clock: _Clock) -> None:
     held_before = _timed(clock, "pre_evaluation", lambda: score_groups(plan.lm, plan.held_out, plan.eval_batch))
     # One session for the run: what a method computes once (AlphaEdit's projectors) is reused by every
     # unit. ``applied`` is never called, since each unit's edit is reverted before the next.
-    chosen = get_method(plan.method)
-    session = open_session(chosen, plan.lm, chosen.default_hparams(plan.lm, plan.hparams_file, dict(plan.overrides)))
+    session = open_session(get_method(plan.method), plan.lm, plan.hparams)
     with _bar(plan, n - len(missing)) as bar:
         _edit_units(plan, session, clock, bar, units, missing, before, held_before)
 
@@ -398,9 +396,7 @@ def _checkpoint(plan: _Plan, records: Sequence[dict[str, Any]], count: int) -> N
 
 def _run_sequential(plan: _Plan, clock: _Clock, restore: bool) -> None:
     """Sequential mode: replay stored edits, keep editing, checkpoint every E cases, write final records."""
-    chosen = get_method(plan.method)
-    hparams = chosen.default_hparams(plan.lm, plan.hparams_file, dict(plan.overrides))
-    session = open_session(chosen, plan.lm, hparams)
+    session = open_session(get_method(plan.method), plan.lm, plan.hparams)
     restorer = _Restorer(plan.lm)
     n = len(plan.probes)
     steps = _steps(plan)
@@ -557,14 +553,15 @@ def run_bench(
     mode = mode if isinstance(mode, Mode) else parse_mode(mode)
     overrides = dict(overrides or {})
     chosen = get_method(method)
-    hparams = hparams_dict(chosen.default_hparams(lm, hparams_file, overrides))
+    resolved = chosen.default_hparams(lm, hparams_file, overrides)
+    hparams = hparams_dict(resolved)
     held_cases = [held_out_probe_case(case) for case in held_out]
     info = run_info(lm, method, mode, cases, list(held_out), hparams, model_name=model_name, data=data,
                     command=command, batch_capable=bool(getattr(chosen, "batch_capable", False)))
     out_dir = Path(out_dir)
     info = start_run_dir(out_dir, info, resume=resume)
     (out_dir / SUMMARY_FILE).unlink(missing_ok=True)  # a resumed run is not finished until it says so
-    plan = _Plan(lm, method, mode, out_dir, overrides, hparams_file,
+    plan = _Plan(lm, method, mode, out_dir, resolved,
                  probes=tuple(case_probes(case) for case in cases),
                  keys=tuple(case_key(index, case) for index, case in enumerate(cases)),
                  held_out=tuple(case_probes(case) for case in held_cases), eval_batch=eval_batch, progress=progress)
