@@ -3,12 +3,21 @@
 Two measurements, each on the same cases and the same model:
 
 * one model state (the unedited model): the runner's batched scoring (all probes of ``--eval-batch``
-  cases in one :func:`kedit.score` call) against one ``score([pair])`` call per probe;
+  cases in one :func:`kedit.score` call) against a per-probe loop;
 * single mode: ``run_bench(..., mode="single")`` (unedited state scored once up front, each edited
   state scored in one call) against a loop that, per case, edits, scores every probe on its own
   before and after the edit, and reverts. Reported twice: evaluation time only (the runner's
   scoring phases against the loop's scoring calls; the edits are the same computation on both
   sides) and everything included.
+
+Two per-probe loops, both one forward per probe:
+
+* "toolkit loop": ``model(input_ids)`` on prompt + target, which returns logits at every position,
+  then the target's log-probabilities read from them: how most toolkits score a probe;
+* "kedit loop": ``score([pair])``, kedit's own scorer one pair at a time (unembedding at the target
+  positions only), which isolates what batching and prefix sharing buy.
+
+Before timing, the script checks that the three give the same log-probabilities on every probe.
 
 Prints a markdown table to stdout (progress to stderr)::
 
@@ -32,7 +41,7 @@ import torch
 
 import kedit
 from kedit.evaluate.runner import case_probes, case_record, run_bench, score_groups
-from kedit.evaluate.scoring import score
+from kedit.evaluate.scoring import TargetScore, encode_pair, score
 from kedit.methods.hparams import parse_override
 
 
@@ -57,6 +66,40 @@ def load_cases(args: argparse.Namespace):
     return list(load_bench_data(args.data, args.n, 0).cases)
 
 
+@torch.no_grad()
+def toolkit_score(lm, pair: tuple[str, str]) -> TargetScore:
+    """One probe the way most toolkits score it: a forward returning logits at every position."""
+    [prompt] = lm.in_context([pair[0]])
+    prompt_ids, target_ids = encode_pair(lm.tokenizer, prompt, pair[1])
+    logits = lm.model(input_ids=torch.tensor([prompt_ids + target_ids], device=lm.device)).logits[0]  # (T, V)
+    log_probs = torch.log_softmax(logits[len(prompt_ids) - 1 : -1].float(), dim=-1)  # rows predicting the target
+    chosen = log_probs.gather(1, torch.tensor(target_ids, device=log_probs.device)[:, None])[:, 0]
+    return TargetScore(tuple(target_ids), tuple(chosen.tolist()), tuple(log_probs.argmax(dim=-1).tolist()))
+
+
+def kedit_score(lm, pair: tuple[str, str]) -> TargetScore:
+    return score(lm, [pair])[0]
+
+
+LOOPS = {"toolkit": toolkit_score, "kedit": kedit_score}
+
+
+def check_agreement(lm, cases, eval_batch: int) -> float:
+    """Largest log-probability difference between the runner and either loop (must be rounding only)."""
+    groups = [case_probes(case) for case in cases]
+    worst = 0.0
+    for group, batched in zip(groups, score_groups(lm, groups, eval_batch), strict=True):
+        for pair, together in zip(group.pairs, batched, strict=True):
+            for loop in LOOPS.values():
+                alone = loop(lm, pair)
+                if alone.target_ids != together.target_ids:
+                    raise SystemExit(f"target tokens differ for {pair}")
+                worst = max(worst, *(abs(a - b) for a, b in zip(alone.log_probs, together.log_probs, strict=True)))
+    if worst > 1e-3:
+        raise SystemExit(f"the runner and the per-probe loops disagree by {worst:.2e} in log-probability")
+    return worst
+
+
 def one_state_batched(lm, cases, eval_batch: int) -> float:
     started = time.perf_counter()
     probes = [case_probes(case) for case in cases]
@@ -65,11 +108,11 @@ def one_state_batched(lm, cases, eval_batch: int) -> float:
     return len(cases) / (time.perf_counter() - started)
 
 
-def one_state_per_prompt(lm, cases) -> float:
+def one_state_per_prompt(lm, cases, loop) -> float:
     started = time.perf_counter()
     for case in cases:
         group = case_probes(case)
-        case_record(group, [score(lm, [pair])[0] for pair in group.pairs], None)
+        case_record(group, [loop(lm, pair) for pair in group.pairs], None)
     return len(cases) / (time.perf_counter() - started)
 
 
@@ -84,19 +127,19 @@ def single_runner(lm, cases, method: str, overrides: dict, eval_batch: int) -> t
     return len(cases) / (seconds["pre_evaluation"] + seconds["evaluation"]), len(cases) / total
 
 
-def single_per_prompt(lm, cases, method: str, overrides: dict) -> tuple[float, float]:
+def single_per_prompt(lm, cases, method: str, overrides: dict, loop) -> tuple[float, float]:
     """The same two rates for a loop that scores every probe in its own forward, before and after each edit."""
     scoring = 0.0
     started = time.perf_counter()
     for case in cases:
         group = case_probes(case)
         clock = time.perf_counter()
-        before = [score(lm, [pair])[0] for pair in group.pairs]
+        before = [loop(lm, pair) for pair in group.pairs]
         scoring += time.perf_counter() - clock
         edit = kedit.edit(lm, method, case, apply=True, **overrides)
         try:
             clock = time.perf_counter()
-            after = [score(lm, [pair])[0] for pair in group.pairs]
+            after = [loop(lm, pair) for pair in group.pairs]
             scoring += time.perf_counter() - clock
         finally:
             edit.revert(lm)
@@ -124,20 +167,27 @@ def main() -> None:
     probes = sum(len(case_probes(case).pairs) for case in cases)
     # The table is printed row by row as each measurement finishes, so a run stopped part way (a
     # short GPU lease) still leaves the rows it completed.
+    worst = check_agreement(lm, cases[: min(len(cases), 10)], args.eval_batch)
+    # The table is printed row by row as each measurement finishes, so a run stopped part way (a
+    # short GPU lease) still leaves the rows it completed.
     print(f"model {'tiny-llama' if args.tiny else args.model} on {lm.device}, torch threads "
-          f"{torch.get_num_threads()}, {len(cases)} cases ({probes} probes), eval batch {args.eval_batch}\n")
-    print("| measurement | runner (cases/s) | per-prompt loop (cases/s) | speed-up |")
-    print("|---|---:|---:|---:|", flush=True)
+          f"{torch.get_num_threads()}, {len(cases)} cases ({probes} probes), eval batch {args.eval_batch}; "
+          f"runner and loops agree to {worst:.1e} in log-probability\n")
+    print("| measurement | runner (cases/s) | toolkit loop (cases/s) | speed-up | kedit loop (cases/s) | speed-up |")
+    print("|---|---:|---:|---:|---:|---:|", flush=True)
 
-    def row(label: str, fast: float, slow: float) -> None:
-        print(f"| {label} | {fast:.2f} | {slow:.2f} | {fast / slow:.2f}x |", flush=True)
+    def row(label: str, fast: float, slow: dict[str, float]) -> None:
+        cells = " | ".join(f"{slow[name]:.2f} | {fast / slow[name]:.2f}x" for name in LOOPS)
+        print(f"| {label} | {fast:.2f} | {cells} |", flush=True)
 
-    row("one model state (scoring only)", one_state_batched(lm, cases, args.eval_batch), one_state_per_prompt(lm, cases))
+    row("one model state (scoring only)", one_state_batched(lm, cases, args.eval_batch),
+        {name: one_state_per_prompt(lm, cases, loop) for name, loop in LOOPS.items()})
     if not args.skip_edits:
         runner, runner_total = single_runner(lm, cases, args.method, overrides, args.eval_batch)
-        loop, loop_total = single_per_prompt(lm, cases, args.method, overrides)
-        row(f"single mode ({args.method}), evaluation only", runner, loop)
-        row(f"single mode ({args.method}), edits included", runner_total, loop_total)
+        loops = {name: single_per_prompt(lm, cases, args.method, overrides, loop) for name, loop in LOOPS.items()}
+        row(f"single mode ({args.method}), evaluation only", runner, {name: rates[0] for name, rates in loops.items()})
+        row(f"single mode ({args.method}), edits included", runner_total, {name: rates[1] for name, rates in loops.items()})
+
 
 if __name__ == "__main__":
     main()

@@ -153,7 +153,8 @@ def test_evaluate_with_a_zero_edit(make_lm):
         expected = _by_hand(lm, case)
         for key, value in expected.items():
             protocol = token if key in ("reliability", "generalization") else probability
-            assert protocol["post"][key] == pytest.approx(value, abs=1e-9), key
+            # by hand = separate score() calls, packed differently: equal up to float32 rounding
+            assert protocol["post"][key] == pytest.approx(value, abs=1e-6), key
     assert records[1]["token"]["post"]["portability"] is None  # no probes: absent, not zero
 
     summary = summarize(records)

@@ -1,4 +1,5 @@
-"""score(): left-padded batches give the numbers of unpadded forwards, which equal a hand computation."""
+"""score(): packed (prefix-tree) and left-padded batches give the numbers of unpadded forwards, which
+equal a hand computation."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def test_batched_score_equals_single_pair_scores(any_lm):
     lm = any_lm
     batched = score(lm, PAIRS)
     lengths = {len(lm.tokenizer(p + " " + t)["input_ids"]) for p, t in PAIRS}
-    assert len(lengths) >= 4  # the batch really is padded
+    assert len(lengths) >= 4  # inputs of several lengths share rows
     for pair, together in zip(PAIRS, batched, strict=True):
         [alone] = score(lm, [pair])
         assert together.target_ids == alone.target_ids
@@ -78,9 +79,35 @@ def test_prefix_hosts_maps_each_sequence_to_its_longest_extension():
     assert prefix_hosts([]) == []
 
 
-def test_pairs_sharing_a_prompt_are_read_from_one_forward_with_unchanged_scores(lm, monkeypatch):
-    """A prompt scored with a one-token target and a longer one (or the same pair twice) costs one
-    row: the short input is a prefix of the long one, and a causal model's logits there are the same."""
+@pytest.mark.parametrize("architecture", ["gpt2", "llama", "gptneox", "qwen2"])  # not the tiny Gemma-3's 6-token window
+def test_tree_packed_scoring_runs_each_distinct_prefix_once_with_unchanged_scores(make_lm, architecture, monkeypatch):
+    """Pairs sharing a prompt (with a one-token and a longer target, or the same pair twice) and
+    prompts sharing a beginning are packed as one trie: every distinct prefix is one column."""
+    from kedit.evaluate import scoring
+    from kedit.evaluate.scoring import encode_pair
+
+    lm = make_lm(architecture)
+    prompt = "The Eiffel Tower is located in the city of"
+    pairs = [(prompt, "Rome"), (prompt, "the sport of basketball"), (prompt, "Rome"), PAIRS[1],
+             ("The Eiffel Tower is in", "France")]
+    alone = [score(lm, [pair])[0] for pair in pairs]
+    packs = []
+    real = scoring.pack_prefix_trees
+    monkeypatch.setattr(scoring, "pack_prefix_trees", lambda *args, **kwargs: packs.append(real(*args, **kwargs)) or packs[-1])
+    together = score(lm, pairs)
+    inputs = [prompt_ids + target_ids[:-1] for prompt_ids, target_ids in (encode_pair(lm.tokenizer, *pair) for pair in pairs)]
+    distinct_prefixes = {tuple(sequence[:end]) for sequence in inputs for end in range(1, len(sequence) + 1)}
+    [packed] = packs
+    assert len({(row, column) for row, columns in packed.paths for column in columns}) == len(distinct_prefixes)
+    assert len(distinct_prefixes) < sum(map(len, inputs)) - len(inputs[0]) - len(inputs[2])  # "The Eiffel Tower is" too
+    for a, b in zip(together, alone, strict=True):
+        assert a.target_ids == b.target_ids and a.predicted == b.predicted
+        assert a.log_probs == pytest.approx(b.log_probs, abs=1e-5)
+
+
+def test_padded_fallback_reads_prefix_pairs_from_one_row_with_unchanged_scores(lm, monkeypatch):
+    """Where a tree mask is not exact (a short sliding window), inputs are left-padded; a pair whose
+    input prefixes another's is still read from that row."""
     from kedit.evaluate import scoring
 
     prompt = "The Eiffel Tower is located in the city of"
@@ -88,11 +115,12 @@ def test_pairs_sharing_a_prompt_are_read_from_one_forward_with_unchanged_scores(
                      if len(lm.tokenizer(" " + word, add_special_tokens=False)["input_ids"]) == 1)
     pairs = [(prompt, one_token), (prompt, "the sport of basketball"), (prompt, one_token), PAIRS[1]]
     alone = [score(lm, [pair])[0] for pair in pairs]
-    rows = []
-    real = scoring._score_batch
-    monkeypatch.setattr(scoring, "_score_batch", lambda lm, inputs, reads: rows.extend(inputs) or real(lm, inputs, reads))
+    monkeypatch.setattr(scoring, "tree_packing_supported", lambda model, longest: False)
+    batches = []
+    real = scoring.pad_left
+    monkeypatch.setattr(scoring, "pad_left", lambda *args: batches.append(real(*args)) or batches[-1])
     together = score(lm, pairs)
-    assert len(rows) == 2  # the long target's row serves both one-token reads; PAIRS[1] its own
+    assert sum(len(batch.lengths) for batch in batches) == 2  # the long target's row serves both one-token reads
     for a, b in zip(together, alone, strict=True):
         assert a.target_ids == b.target_ids and a.predicted == b.predicted
         assert a.log_probs == pytest.approx(b.log_probs, abs=1e-5)

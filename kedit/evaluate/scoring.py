@@ -5,25 +5,29 @@ for every target token we read the log-probability the model gave it and the mod
 that position. Every metric in kedit is a function of these numbers; nothing else runs a forward
 loop to measure an edit.
 
-Pairs from many cases are scored together: they are sorted by length, packed into left-padded
-batches under a token budget, and only the target positions go through the unembedding (the
-vocabulary projection is the most expensive layer of a small model, so it is not applied to
-prompt positions whose logits nobody reads).
+Pairs from many cases are scored together: their inputs are packed as prefix trees into a few
+rows (a shared prefix runs once, nothing is padded), and only the target positions go through the
+unembedding (the vocabulary projection is the most expensive layer of a small model, so it is not
+applied to prompt positions whose logits nobody reads).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from kedit.models.batching import encode, pad_left
 from kedit.models.loading import LoadedModel
+from kedit.models.packing import pack_prefix_trees, tree_packing_supported
 from kedit.models.tracing import final_hidden, logits_from_hidden
 
-DEFAULT_TOKEN_BUDGET = 4096  # padded tokens per forward: keeps activations small on a CPU
+DEFAULT_TOKEN_BUDGET = 4096  # token positions per forward: keeps activations small on a CPU
+# Columns of one prefix-tree row. Attention over a row costs O(width^2) against O(width) for the
+# linear layers; at 128 it is a few percent of the forward, and sequences rarely straddle a row end.
+TREE_ROW_WIDTH = 128
 
 
 @dataclass(frozen=True)
@@ -96,49 +100,96 @@ def score(
     """Score every (prompt, target) pair; the result is in the order of ``pairs``.
 
     Each prompt is shown with the model's installed prompt contexts (:meth:`LoadedModel.in_context`).
-    Pairs whose input is a prefix of another pair's input (the same prompt with a one-token target
-    and any other target, or an exact repeat) are read from that pair's forward: benchmarks score
-    most prompts with both the new and the true object, so this removes up to half of the rows.
+    The inputs are packed as prefix trees (:mod:`kedit.models.packing`): a prefix shared by several
+    pairs (one prompt scored with the new and the true object, prompts that begin alike, a pair
+    whose whole input begins another's) runs once, and nothing is padded. Models where a tree mask
+    would not be exact (a sliding window shorter than an input) get left-padded, length-sorted
+    batches instead, where a pair whose input prefixes another's is still read from that row.
     """
     shown = lm.in_context([prompt for prompt, _ in pairs])
     encoded = [encode_pair(lm.tokenizer, prompt, target) for prompt, (_, target) in zip(shown, pairs, strict=True)]
     # Feed prompt + target minus its last token: the last len(target) positions predict the target.
     inputs = [prompt_ids + target_ids[:-1] for prompt_ids, target_ids in encoded]
+    targets = [target_ids for _, target_ids in encoded]
+    if not inputs:
+        return []
+    if tree_packing_supported(lm.model, max(len(sequence) for sequence in inputs)):
+        forwards = _tree_forwards(lm, inputs, targets, token_budget)
+    else:
+        forwards = _padded_forwards(lm, inputs, targets, token_budget)
+    results: list[TargetScore | None] = [None] * len(inputs)
+    for model_inputs, reads in forwards:
+        scored = _read_targets(lm, model_inputs, [(row, columns, targets[index]) for index, row, columns in reads])
+        for (index, _, _), result in zip(reads, scored, strict=True):
+            results[index] = result
+    return results  # type: ignore[return-value]
+
+
+# One forward: the model's keyword inputs, and per pair read from it (pair index, row, the columns
+# holding the pair's last len(target) input positions, which predict the target's tokens).
+_Forward = tuple[dict[str, torch.Tensor], list[tuple[int, int, Sequence[int]]]]
+
+
+def _target_columns(path: Sequence[int], input_length: int, target_length: int) -> Sequence[int]:
+    """Columns of the positions that predict the target: the last ``target_length`` of the input."""
+    return path[input_length - target_length : input_length]
+
+
+def _tree_forwards(lm: LoadedModel, inputs: list[list[int]], targets: list[list[int]], token_budget: int) -> Iterator[_Forward]:
+    """Prefix-tree rows of ``TREE_ROW_WIDTH`` columns, ``token_budget // TREE_ROW_WIDTH`` rows per forward."""
+    dtype = next(lm.model.parameters()).dtype
+    packed = pack_prefix_trees(inputs, TREE_ROW_WIDTH, lm.pad_token_id, dtype=dtype)
+    per_forward = max(1, token_budget // packed.input_ids.shape[1])
+    by_row: dict[int, list[int]] = {}
+    for index, (row, _) in enumerate(packed.paths):
+        by_row.setdefault(row, []).append(index)
+    for first in range(0, packed.input_ids.shape[0], per_forward):
+        stop = min(first + per_forward, packed.input_ids.shape[0])
+        model_inputs = {name: tensor[first:stop].to(lm.device) for name, tensor in packed.model_inputs().items()}
+        model_inputs["use_cache"] = False
+        reads = [
+            (index, packed.paths[index][0] - first,
+             _target_columns(packed.paths[index][1], len(inputs[index]), len(targets[index])))
+            for row in range(first, stop) for index in by_row[row]
+        ]
+        yield model_inputs, reads
+
+
+def _padded_forwards(lm: LoadedModel, inputs: list[list[int]], targets: list[list[int]],
+                     token_budget: int) -> Iterator[_Forward]:
+    """Left-padded batches of distinct host inputs, sorted by length, at most ``token_budget`` padded tokens each."""
     hosts = prefix_hosts(inputs)
     served: dict[tuple[int, ...], list[int]] = {}
     for index, host in enumerate(hosts):
         served.setdefault(host, []).append(index)
     rows = sorted(served, key=len)
-    results: list[TargetScore | None] = [None] * len(inputs)
     start = 0
     while start < len(rows):
         stop = start + 1
         while stop < len(rows) and (stop - start + 1) * len(rows[stop]) <= token_budget:
             stop += 1
         chunk = rows[start:stop]
-        # (row in the chunk, end of the pair's input within its host, target ids) per pair
-        reads = [(row, len(inputs[index]), encoded[index][1])
-                 for row, host in enumerate(chunk) for index in served[host]]
-        indices = [index for host in chunk for index in served[host]]
-        for index, scored in zip(indices, _score_batch(lm, [list(host) for host in chunk], reads), strict=True):
-            results[index] = scored
+        batch = pad_left([list(host) for host in chunk], lm.pad_token_id, lm.device)
+        reads = []
+        for row, host in enumerate(chunk):
+            path = range(batch.width - len(host), batch.width)  # row `row` is right-aligned
+            reads += [(index, row, _target_columns(path, len(inputs[index]), len(targets[index])))
+                      for index in served[host]]
+        yield batch.model_inputs() | {"use_cache": False}, reads
         start = stop
-    return results  # type: ignore[return-value]
 
 
 @torch.no_grad()
-def _score_batch(lm: LoadedModel, inputs: list[list[int]],
-                 reads: Sequence[tuple[int, int, Sequence[int]]]) -> list[TargetScore]:
-    """One forward of the left-padded ``inputs``; for each read (row, end, target) the target's
-    log-probabilities at the ``len(target)`` positions before ``end`` of that row's sequence."""
-    batch = pad_left(inputs, lm.pad_token_id, lm.device)
-    hidden = final_hidden(lm, batch)  # (B, T, d)
-    width = batch.width
-    rows = torch.cat([torch.full((len(t),), row, dtype=torch.long) for row, _, t in reads])
-    # row `row` starts at column width - len(inputs[row]); its position `end - 1` is the last one read
-    cols = torch.cat([torch.arange(end - len(t), end) + width - len(inputs[row]) for row, end, t in reads])
+def _read_targets(lm: LoadedModel, model_inputs: dict[str, torch.Tensor],
+                  reads: Sequence[tuple[int, Sequence[int], Sequence[int]]]) -> list[TargetScore]:
+    """One forward of ``model_inputs``; for each read (row, columns, target ids) the target's
+    log-probabilities and argmaxes at those columns of that row. Only these positions go through
+    the unembedding."""
+    hidden = final_hidden(lm, model_inputs)  # (B, T, d)
+    rows = torch.tensor([row for row, columns, _ in reads for _ in columns], dtype=torch.long)
+    cols = torch.tensor([column for _, columns, _ in reads for column in columns], dtype=torch.long)
     log_probs = torch.log_softmax(logits_from_hidden(lm, hidden[rows, cols]).float(), dim=-1)  # (N, V)
-    flat_targets = torch.tensor([token for _, _, t in reads for token in t], device=log_probs.device)
+    flat_targets = torch.tensor([token for _, _, target in reads for token in target], device=log_probs.device)
     chosen = log_probs.gather(1, flat_targets[:, None])[:, 0].tolist()
     predicted = log_probs.argmax(dim=-1).tolist()
     scores, offset = [], 0

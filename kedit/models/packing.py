@@ -1,0 +1,128 @@
+"""Packing many token sequences into a few rows as prefix trees, so shared prefixes run once and
+nothing is padded.
+
+Benchmarks score thousands of short sequences that share beginnings (one prompt with several
+targets, ten neighbourhood prompts that start "The mother tongue of"). Left-padding them into a
+batch computes every shared prefix again in each row and pads each row to the longest one; for 50
+CounterFact cases that is 4,008 computed positions for 1,758 real tokens. Here the sequences of a
+row form a trie laid out in the row: each distinct prefix is one column, and a column attends
+to its ancestors and itself only (the attention mask) at the position of its depth (the position
+ids). A causal model then gives every column exactly the hidden state it gives that token in the
+unpacked sequence, because it sees the same tokens at the same positions; for the same 50 cases
+the rows hold 1,371 columns.
+
+The mask is additive (0 where a column may attend, the dtype's minimum elsewhere): eager attention
+adds it to the scores and SDPA accepts it as is. A model whose attention ignores a custom 4D mask
+(a sliding window shorter than the sequences: the window would be dropped) must not be given
+packed rows; :func:`tree_packing_supported` says when packing is exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from kedit.models.anatomy import text_config
+
+
+@dataclass(frozen=True)
+class PackedRows:
+    input_ids: torch.Tensor  # (R, W) long; unused columns hold the pad id
+    position_ids: torch.Tensor  # (R, W) long: each column's depth in its trie (0 for a first token)
+    attention_mask: torch.Tensor  # (R, 1, W, W) additive: 0 where query column sees key column
+    # per input sequence (in the caller's order): its row and the column of each of its tokens
+    paths: tuple[tuple[int, tuple[int, ...]], ...]
+
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        return {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "position_ids": self.position_ids,
+        }
+
+
+def pack_prefix_trees(
+    sequences: Sequence[Sequence[int]],
+    row_width: int,
+    pad_id: int,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> PackedRows:
+    """Pack ``sequences`` into rows of at most ``row_width`` columns (wider only for a sequence
+    longer than that), sharing every common prefix within a row.
+
+    Sequences are placed in lexicographic order, so the longest prefix a sequence shares with any
+    sequence already in its row is the one it shares with the sequence placed just before it: each
+    sequence costs its length minus that common prefix, and a new row starts when it no longer fits.
+    """
+    if not sequences:
+        raise ValueError("cannot pack no sequences")
+    if min(len(sequence) for sequence in sequences) == 0:
+        raise ValueError("cannot pack an empty token sequence")
+    width = max(row_width, max(len(sequence) for sequence in sequences))
+    order = sorted(range(len(sequences)), key=lambda index: tuple(sequences[index]))
+
+    rows_tokens: list[list[int]] = []
+    rows_depths: list[list[int]] = []
+    rows_ancestors: list[list[tuple[int, ...]]] = []  # per column: the columns it attends to
+    paths: list[tuple[int, tuple[int, ...]] | None] = [None] * len(sequences)
+    previous: tuple[tuple[int, ...], tuple[int, ...]] | None = None  # (tokens, columns) placed last
+    for index in order:
+        sequence = tuple(sequences[index])
+        shared = 0
+        if previous is not None:
+            limit = min(len(sequence), len(previous[0]))
+            while shared < limit and sequence[shared] == previous[0][shared]:
+                shared += 1
+        if previous is None or len(rows_tokens[-1]) + len(sequence) - shared > width:
+            rows_tokens.append([])
+            rows_depths.append([])
+            rows_ancestors.append([])
+            shared = 0
+        tokens, depths, ancestors = rows_tokens[-1], rows_depths[-1], rows_ancestors[-1]
+        columns = list(previous[1][:shared]) if shared else []
+        for depth in range(shared, len(sequence)):
+            column = len(tokens)
+            tokens.append(sequence[depth])
+            depths.append(depth)
+            columns.append(column)
+            ancestors.append(tuple(columns))
+        paths[index] = (len(rows_tokens) - 1, tuple(columns))
+        previous = (sequence, tuple(columns))
+
+    count = len(rows_tokens)
+    width = max(len(tokens) for tokens in rows_tokens)  # a row holds no more columns than it fills
+    input_ids = torch.full((count, width), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((count, width), dtype=torch.long)
+    sees = torch.zeros((count, width, width), dtype=torch.bool)
+    # Unused columns attend to themselves only, so no softmax row is empty (an all-masked row is NaN).
+    sees[:, torch.arange(width), torch.arange(width)] = True
+    for row, (tokens, depths, ancestors) in enumerate(zip(rows_tokens, rows_depths, rows_ancestors, strict=True)):
+        input_ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        position_ids[row, : len(depths)] = torch.tensor(depths, dtype=torch.long)
+        for column, seen in enumerate(ancestors):
+            sees[row, column, list(seen)] = True
+    mask = torch.zeros((count, 1, width, width), dtype=dtype)
+    mask.masked_fill_(~sees[:, None], torch.finfo(dtype).min)
+    return PackedRows(input_ids.to(device), position_ids.to(device), mask.to(device), tuple(paths))  # type: ignore[arg-type]
+
+
+def tree_packing_supported(model: torch.nn.Module, longest: int) -> bool:
+    """Whether packed rows give ``model`` the same hidden states as the unpacked sequences.
+
+    A custom 4D mask replaces the model's own masks, including a sliding-window mask; that is
+    harmless only while no sequence is longer than the window. Attention implementations that take
+    no mask at all (flash-attention kernels fed by position ids) cannot run a tree.
+    """
+    config = text_config(model)
+    if config is None:
+        return False
+    implementation = getattr(config, "_attn_implementation", None) or "eager"
+    if implementation not in ("eager", "sdpa"):
+        return False
+    window = getattr(config, "sliding_window", None)
+    if getattr(config, "use_sliding_window", True) is False:
+        window = None
+    return not window or longest <= int(window)

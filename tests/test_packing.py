@@ -1,0 +1,76 @@
+"""Prefix-tree packing: the layout and mask on a hand-built example, and packed rows giving every
+architecture the hidden states of the unpacked sequences."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kedit.models.anatomy import text_config
+from kedit.models.packing import pack_prefix_trees, tree_packing_supported
+from kedit.models.tracing import final_hidden
+
+
+def test_shared_prefixes_become_one_column_each_with_ancestor_only_attention():
+    sequences = [(1, 2, 3), (1, 2, 4), (1, 2), (5,), (1, 2, 3)]
+    packed = pack_prefix_trees(sequences, row_width=16, pad_id=0)
+    # Lexicographic order (1,2) (1,2,3) (1,2,3) (1,2,4) (5,): columns 1 2 3 | 4 | 5
+    assert packed.input_ids.tolist() == [[1, 2, 3, 4, 5]]
+    assert packed.position_ids.tolist() == [[0, 1, 2, 2, 0]]
+    assert packed.paths == ((0, (0, 1, 2)), (0, (0, 1, 3)), (0, (0, 1)), (0, (4,)), (0, (0, 1, 2)))
+    sees = (packed.attention_mask[0, 0] == 0).int().tolist()
+    assert sees == [
+        [1, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0],
+        [1, 1, 1, 0, 0],
+        [1, 1, 0, 1, 0],  # token 4 sees its ancestors 1 2 and itself, not its sibling 3
+        [0, 0, 0, 0, 1],  # a new root sees only itself
+    ]
+    assert packed.attention_mask[0, 0, 3, 2].item() == torch.finfo(torch.float32).min
+
+
+def test_rows_break_where_the_next_sequence_no_longer_fits_and_restart_their_trie():
+    packed = pack_prefix_trees([(1, 2, 3), (1, 2, 4), (1, 5)], row_width=4, pad_id=9)
+    # (1,2,3) + the new column 4 fill a row of 4; (1,5) needs a fresh row with its own 1.
+    assert packed.input_ids.tolist() == [[1, 2, 3, 4], [1, 5, 9, 9]]
+    assert packed.paths == ((0, (0, 1, 2)), (0, (0, 1, 3)), (1, (0, 1)))
+    unused = packed.attention_mask[1, 0, 2:]
+    assert ((unused == 0).int().tolist()) == [[0, 0, 1, 0], [0, 0, 0, 1]]  # padding sees itself only
+    wide = pack_prefix_trees([(1, 2, 3, 4, 5, 6)], row_width=4, pad_id=0)  # a longer sequence widens its row
+    assert wide.input_ids.shape == (1, 6)
+
+
+def test_packing_rejects_empty_input():
+    with pytest.raises(ValueError, match="no sequences"):
+        pack_prefix_trees([], row_width=8, pad_id=0)
+    with pytest.raises(ValueError, match="empty"):
+        pack_prefix_trees([(1,), ()], row_width=8, pad_id=0)
+
+
+def test_packed_rows_give_the_hidden_states_of_unpacked_sequences(any_lm):
+    lm = any_lm
+    texts = ["The capital of France is Paris", "The capital of France is Rome", "The capital of Spain",
+             "A cat sat on", "The capital"]
+    # The tiny Gemma-3's 6-token window would be dropped by a custom mask: keep its inputs inside it.
+    window = getattr(text_config(lm.model), "sliding_window", None) or 1000
+    sequences = [lm.tokenizer(text)["input_ids"][:window] for text in texts]
+    assert tree_packing_supported(lm.model, max(map(len, sequences)))
+    packed = pack_prefix_trees(sequences, row_width=12, pad_id=lm.pad_token_id)
+    assert packed.input_ids.shape[0] >= 2  # several rows, some sharing prefixes
+    columns_used = {(row, column) for row, columns in packed.paths for column in columns}
+    assert len(columns_used) < sum(map(len, sequences))  # shared prefixes ran once
+    with torch.no_grad():
+        hidden = final_hidden(lm, packed.model_inputs() | {"use_cache": False})
+        for sequence, (row, columns) in zip(sequences, packed.paths, strict=True):
+            alone = final_hidden(lm, {"input_ids": torch.tensor([sequence]), "use_cache": False})[0]
+            assert torch.allclose(hidden[row, list(columns)], alone, atol=1e-5)
+
+
+def test_a_sliding_window_shorter_than_the_input_rules_packing_out(make_lm):
+    gemma = make_lm("gemma3")  # the tiny Gemma-3 has a 6-token window that a custom mask would drop
+    assert tree_packing_supported(gemma.model, 6)
+    assert not tree_packing_supported(gemma.model, 7)
+    llama = make_lm("llama")
+    assert tree_packing_supported(llama.model, 100)
+    llama.model.config._attn_implementation = "flash_attention_2"  # takes no 4D mask
+    assert not tree_packing_supported(llama.model, 10)
