@@ -30,14 +30,26 @@ def test_shared_prefixes_become_one_column_each_with_ancestor_only_attention():
 
 
 def test_rows_break_where_the_next_sequence_no_longer_fits_and_restart_their_trie():
-    packed = pack_prefix_trees([(1, 2, 3), (1, 2, 4), (1, 5)], row_width=4, pad_id=9)
-    # (1,2,3) + the new column 4 fill a row of 4; (1,5) needs a fresh row with its own 1.
-    assert packed.input_ids.tolist() == [[1, 2, 3, 4], [1, 5, 9, 9]]
-    assert packed.paths == ((0, (0, 1, 2)), (0, (0, 1, 3)), (1, (0, 1)))
+    packed = pack_prefix_trees([(1, 2), (1, 3), (4, 5), (1, 6, 7)], row_width=4, pad_id=9)
+    # Capacity max(4, 2 x 3) = 6. Order (1,2) (1,3) (1,6,7) (4,5): columns 1 2 | 3 | 6 7 fill 5; (4,5)
+    # would make 7, so it starts a new row (whose unused columns are padding).
+    assert packed.input_ids.tolist() == [[1, 2, 3, 6, 7], [4, 5, 9, 9, 9]]
+    assert packed.paths == ((0, (0, 1)), (0, (0, 2)), (1, (0, 1)), (0, (0, 3, 4)))
+    assert packed.position_ids.tolist() == [[0, 1, 1, 1, 2], [0, 1, 0, 0, 0]]
     unused = packed.attention_mask[1, 0, 2:]
-    assert ((unused == 0).int().tolist()) == [[0, 0, 1, 0], [0, 0, 0, 1]]  # padding sees itself only
+    assert (unused == 0).int().tolist() == [[0, 0, 1, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 0, 1]]  # itself only
     wide = pack_prefix_trees([(1, 2, 3, 4, 5, 6)], row_width=4, pad_id=0)  # a longer sequence widens its row
     assert wide.input_ids.shape == (1, 6)
+
+
+def test_a_long_shared_prefix_runs_once_for_many_suffixes():
+    """In-context demonstrations put one long prefix in front of every prompt: rows grow to twice
+    the longest sequence so that the prefix is not recomputed for each suffix."""
+    prefix = tuple(range(10, 30))  # 20 tokens, longer than the row width
+    sequences = [(*prefix, suffix) for suffix in range(1, 9)]
+    packed = pack_prefix_trees(sequences, row_width=8, pad_id=0)
+    assert packed.input_ids.tolist() == [[*prefix, *range(1, 9)]]  # 20 + 8 columns, one row
+    assert all(columns[:20] == tuple(range(20)) for _, columns in packed.paths)
 
 
 def test_packing_rejects_empty_input():

@@ -50,8 +50,11 @@ def pack_prefix_trees(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
 ) -> PackedRows:
-    """Pack ``sequences`` into rows of at most ``row_width`` columns (wider only for a sequence
-    longer than that), sharing every common prefix within a row.
+    """Pack ``sequences`` into rows, sharing every common prefix within a row.
+
+    A row holds at most ``row_width`` columns, or twice the longest sequence when that is more: a
+    long prefix shared by many sequences (in-context demonstrations in front of every prompt) then
+    runs once per row for many suffixes instead of once per sequence.
 
     Sequences are placed in lexicographic order, so the longest prefix a sequence shares with any
     sequence already in its row is the one it shares with the sequence placed just before it: each
@@ -61,7 +64,7 @@ def pack_prefix_trees(
         raise ValueError("cannot pack no sequences")
     if min(len(sequence) for sequence in sequences) == 0:
         raise ValueError("cannot pack an empty token sequence")
-    width = max(row_width, max(len(sequence) for sequence in sequences))
+    width = max(row_width, 2 * max(len(sequence) for sequence in sequences))
     order = sorted(range(len(sequences)), key=lambda index: tuple(sequences[index]))
 
     rows_tokens: list[list[int]] = []
