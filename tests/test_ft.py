@@ -298,3 +298,18 @@ def test_compute_checks_layers_against_the_model(make_lm):
         get_method("ft-m").compute(lm, REQUESTS, FTMHparams(layers=(7,)))
     with pytest.raises(KeditError, match="at least one request"):
         get_method("ft-m").compute(lm, [], FTMHparams(layers=(1,)))
+
+
+def test_exponent_numbers_without_a_dot_are_numbers_in_overrides_and_files(make_lm, tmp_path):
+    """PyYAML reads `5e-4` as a string (YAML 1.1); every paper's config writes it that way."""
+    from kedit.methods.hparams import parse_override
+
+    assert parse_override("norm_constraint=5e-4") == ("norm_constraint", 5e-4)
+    assert parse_override("lr=-1E+2") == ("lr", -100.0)
+    assert parse_override("layers=[1e0]") == ("layers", [1.0])
+    assert parse_override("name=e5") == ("name", "e5")  # not a number: stays text
+    lm = make_lm("llama")
+    user = tmp_path / "ft.yaml"
+    user.write_text("lr: 2e-3\nnorm_constraint: 1e-3\n")
+    hparams = get_method("ft-l").default_hparams(lm, user_file=user, overrides={})
+    assert (hparams.lr, hparams.norm_constraint) == (2e-3, 1e-3)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +24,25 @@ from kedit.errors import KeditError
 from kedit.models.loading import LoadedModel
 
 H = TypeVar("H")
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader reading ``5e-4`` as a number, as YAML 1.2 does.
+
+    YAML 1.1 (PyYAML) only treats exponent floats with a dot (``5.0e-4``) as numbers, so the
+    spelling every paper's config uses (``lr: 5e-4``) would arrive as a string.
+    """
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_YamlLoader)  # a SafeLoader subclass: no arbitrary objects
 
 # EasyEdit / ROME keys that name something kedit finds itself; they are accepted and ignored.
 IGNORED_KEYS = frozenset({
@@ -37,7 +57,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise KeditError(f"override {text!r} must look like key=value")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
+    return key.strip(), load_yaml(raw)
 
 
 def _family_key(lm: LoadedModel) -> str:
@@ -46,7 +66,7 @@ def _family_key(lm: LoadedModel) -> str:
 
 
 def load_defaults(yaml_path: Path, lm: LoadedModel | None) -> dict[str, Any]:
-    data = yaml.safe_load(Path(yaml_path).read_text()) or {}
+    data = load_yaml(Path(yaml_path).read_text()) or {}
     merged = dict(data.get("generic") or {})
     if lm is not None:
         merged.update((data.get("families") or {}).get(_family_key(lm)) or {})
@@ -70,7 +90,7 @@ def build_hparams(
     """
     values: dict[str, Any] = load_defaults(defaults_yaml, lm) if defaults_yaml else {}
     if user_file is not None:
-        loaded = yaml.safe_load(Path(user_file).read_text()) or {}
+        loaded = load_yaml(Path(user_file).read_text()) or {}
         if not isinstance(loaded, Mapping):
             raise KeditError(f"{user_file} must hold a mapping of hyperparameters")
         values.update(loaded)
