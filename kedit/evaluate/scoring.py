@@ -136,23 +136,26 @@ def _target_columns(path: Sequence[int], input_length: int, target_length: int) 
 
 
 def _tree_forwards(lm: LoadedModel, inputs: list[list[int]], targets: list[list[int]], token_budget: int) -> Iterator[_Forward]:
-    """Prefix-tree rows of ``TREE_ROW_WIDTH`` columns, ``token_budget // TREE_ROW_WIDTH`` rows per forward."""
+    """Prefix-tree rows (``TREE_ROW_WIDTH`` columns, wider for long inputs), as many per forward as
+    fit ``token_budget`` positions."""
     dtype = next(lm.model.parameters()).dtype
-    packed = pack_prefix_trees(inputs, TREE_ROW_WIDTH, lm.pad_token_id, dtype=dtype)
-    per_forward = max(1, token_budget // packed.input_ids.shape[1])
+    packed = pack_prefix_trees(inputs, TREE_ROW_WIDTH, lm.pad_token_id)
     by_row: dict[int, list[int]] = {}
     for index, (row, _) in enumerate(packed.paths):
         by_row.setdefault(row, []).append(index)
-    for first in range(0, packed.input_ids.shape[0], per_forward):
-        stop = min(first + per_forward, packed.input_ids.shape[0])
-        model_inputs = {name: tensor[first:stop].to(lm.device) for name, tensor in packed.model_inputs().items()}
-        model_inputs["use_cache"] = False
+    first = 0
+    while first < len(packed.rows):
+        stop, width = first + 1, len(packed.rows[first].tokens)
+        while stop < len(packed.rows) and (stop + 1 - first) * max(width, len(packed.rows[stop].tokens)) <= token_budget:
+            width = max(width, len(packed.rows[stop].tokens))
+            stop += 1
         reads = [
             (index, packed.paths[index][0] - first,
              _target_columns(packed.paths[index][1], len(inputs[index]), len(targets[index])))
             for row in range(first, stop) for index in by_row[row]
         ]
-        yield model_inputs, reads
+        yield packed.model_inputs(first, stop, dtype=dtype, device=lm.device) | {"use_cache": False}, reads
+        first = stop
 
 
 def _padded_forwards(lm: LoadedModel, inputs: list[list[int]], targets: list[list[int]],

@@ -28,28 +28,47 @@ from kedit.models.anatomy import text_config
 
 
 @dataclass(frozen=True)
+class PackedRow:
+    tokens: tuple[int, ...]  # one per column
+    depths: tuple[int, ...]  # each column's depth in its trie: its position id (0 for a first token)
+    sees: tuple[tuple[int, ...], ...]  # per column: the columns it attends to (its ancestors and itself)
+
+
+@dataclass(frozen=True)
 class PackedRows:
-    input_ids: torch.Tensor  # (R, W) long; unused columns hold the pad id
-    position_ids: torch.Tensor  # (R, W) long: each column's depth in its trie (0 for a first token)
-    attention_mask: torch.Tensor  # (R, 1, W, W) additive: 0 where query column sees key column
+    rows: tuple[PackedRow, ...]
     # per input sequence (in the caller's order): its row and the column of each of its tokens
     paths: tuple[tuple[int, tuple[int, ...]], ...]
+    pad_id: int
 
-    def model_inputs(self) -> dict[str, torch.Tensor]:
-        return {
-            "input_ids": self.input_ids,
-            "attention_mask": self.attention_mask,
-            "position_ids": self.position_ids,
-        }
+    def model_inputs(self, first: int = 0, stop: int | None = None, dtype: torch.dtype = torch.float32,
+                     device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """Keyword inputs for one forward of rows ``first:stop``, as wide as the widest of them.
+
+        Built per forward rather than for every row at once: the masks are (R, 1, W, W), and a call
+        scoring thousands of long in-context prompts would otherwise hold them all.
+        """
+        rows = self.rows[first:stop]
+        if not rows:
+            raise ValueError(f"no packed rows in {first}:{stop}")
+        width = max(len(row.tokens) for row in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+        sees = torch.zeros((len(rows), width, width), dtype=torch.bool)
+        # Unused columns attend to themselves only, so no softmax row is empty (an all-masked row is NaN).
+        sees[:, torch.arange(width), torch.arange(width)] = True
+        for index, row in enumerate(rows):
+            input_ids[index, : len(row.tokens)] = torch.tensor(row.tokens, dtype=torch.long)
+            position_ids[index, : len(row.depths)] = torch.tensor(row.depths, dtype=torch.long)
+            for column, seen in enumerate(row.sees):
+                sees[index, column, list(seen)] = True
+        mask = torch.zeros((len(rows), 1, width, width), dtype=dtype)
+        mask.masked_fill_(~sees[:, None], torch.finfo(dtype).min)
+        return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device),
+                "position_ids": position_ids.to(device)}
 
 
-def pack_prefix_trees(
-    sequences: Sequence[Sequence[int]],
-    row_width: int,
-    pad_id: int,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str = "cpu",
-) -> PackedRows:
+def pack_prefix_trees(sequences: Sequence[Sequence[int]], row_width: int, pad_id: int) -> PackedRows:
     """Pack ``sequences`` into rows, sharing every common prefix within a row.
 
     A row holds at most ``row_width`` columns, or twice the longest sequence when that is more: a
@@ -64,12 +83,10 @@ def pack_prefix_trees(
         raise ValueError("cannot pack no sequences")
     if min(len(sequence) for sequence in sequences) == 0:
         raise ValueError("cannot pack an empty token sequence")
-    width = max(row_width, 2 * max(len(sequence) for sequence in sequences))
+    capacity = max(row_width, 2 * max(len(sequence) for sequence in sequences))
     order = sorted(range(len(sequences)), key=lambda index: tuple(sequences[index]))
 
-    rows_tokens: list[list[int]] = []
-    rows_depths: list[list[int]] = []
-    rows_ancestors: list[list[tuple[int, ...]]] = []  # per column: the columns it attends to
+    rows: list[tuple[list[int], list[int], list[tuple[int, ...]]]] = []  # (tokens, depths, sees) being filled
     paths: list[tuple[int, tuple[int, ...]] | None] = [None] * len(sequences)
     previous: tuple[tuple[int, ...], tuple[int, ...]] | None = None  # (tokens, columns) placed last
     for index in order:
@@ -79,37 +96,20 @@ def pack_prefix_trees(
             limit = min(len(sequence), len(previous[0]))
             while shared < limit and sequence[shared] == previous[0][shared]:
                 shared += 1
-        if previous is None or len(rows_tokens[-1]) + len(sequence) - shared > width:
-            rows_tokens.append([])
-            rows_depths.append([])
-            rows_ancestors.append([])
+        if previous is None or len(rows[-1][0]) + len(sequence) - shared > capacity:
+            rows.append(([], [], []))
             shared = 0
-        tokens, depths, ancestors = rows_tokens[-1], rows_depths[-1], rows_ancestors[-1]
+        tokens, depths, sees = rows[-1]
         columns = list(previous[1][:shared]) if shared else []
         for depth in range(shared, len(sequence)):
-            column = len(tokens)
+            columns.append(len(tokens))
             tokens.append(sequence[depth])
             depths.append(depth)
-            columns.append(column)
-            ancestors.append(tuple(columns))
-        paths[index] = (len(rows_tokens) - 1, tuple(columns))
+            sees.append(tuple(columns))
+        paths[index] = (len(rows) - 1, tuple(columns))
         previous = (sequence, tuple(columns))
-
-    count = len(rows_tokens)
-    width = max(len(tokens) for tokens in rows_tokens)  # a row holds no more columns than it fills
-    input_ids = torch.full((count, width), pad_id, dtype=torch.long)
-    position_ids = torch.zeros((count, width), dtype=torch.long)
-    sees = torch.zeros((count, width, width), dtype=torch.bool)
-    # Unused columns attend to themselves only, so no softmax row is empty (an all-masked row is NaN).
-    sees[:, torch.arange(width), torch.arange(width)] = True
-    for row, (tokens, depths, ancestors) in enumerate(zip(rows_tokens, rows_depths, rows_ancestors, strict=True)):
-        input_ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
-        position_ids[row, : len(depths)] = torch.tensor(depths, dtype=torch.long)
-        for column, seen in enumerate(ancestors):
-            sees[row, column, list(seen)] = True
-    mask = torch.zeros((count, 1, width, width), dtype=dtype)
-    mask.masked_fill_(~sees[:, None], torch.finfo(dtype).min)
-    return PackedRows(input_ids.to(device), position_ids.to(device), mask.to(device), tuple(paths))  # type: ignore[arg-type]
+    packed = tuple(PackedRow(tuple(tokens), tuple(depths), tuple(sees)) for tokens, depths, sees in rows)
+    return PackedRows(packed, tuple(paths), pad_id)  # type: ignore[arg-type]
 
 
 def tree_packing_supported(model: torch.nn.Module, longest: int) -> bool:
