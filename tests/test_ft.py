@@ -313,3 +313,24 @@ def test_exponent_numbers_without_a_dot_are_numbers_in_overrides_and_files(make_
     user.write_text("lr: 2e-3\nnorm_constraint: 1e-3\n")
     hparams = get_method("ft-l").default_hparams(lm, user_file=user, overrides={})
     assert (hparams.lr, hparams.norm_constraint) == (2e-3, 1e-3)
+
+
+def test_a_method_section_of_a_shared_defaults_file_applies_to_that_method_only(make_lm, tmp_path):
+    from types import SimpleNamespace
+
+    from kedit.methods.ft import DEFAULTS_YAML
+    from kedit.methods.hparams import load_defaults
+
+    lm = make_lm("llama")  # loaded as "tiny-llama"
+    shared = tmp_path / "ft.yaml"
+    shared.write_text("generic:\n  lr: 1.0e-3\nmodels:\n  tiny-llama:\n    num_steps: 7\n"
+                      "ft-l:\n  generic:\n    lr: 2e-3\n  models:\n    tiny-llama:\n      norm_constraint: 1e-2\n")
+    assert load_defaults(shared, lm) == {"lr": 1e-3, "num_steps": 7}
+    assert load_defaults(shared, lm, "ft-l") == {"lr": 2e-3, "num_steps": 7, "norm_constraint": 1e-2}
+    assert load_defaults(shared, lm, "ft-m") == {"lr": 1e-3, "num_steps": 7}
+    assert load_defaults(shared, None, "ft-l") == {"lr": 2e-3}
+    # The shipped file: the bound tuned for the bundled SmolLM2 is FT-L's alone.
+    smollm2 = SimpleNamespace(source="smollm2-135m", model=SimpleNamespace(config=SimpleNamespace(model_type="llama")))
+    assert load_defaults(DEFAULTS_YAML, smollm2, "ft-l")["norm_constraint"] == 1e-2
+    assert "norm_constraint" not in load_defaults(DEFAULTS_YAML, smollm2, "ft-m")
+    assert "norm_constraint" not in load_defaults(DEFAULTS_YAML, lm, "ft-l")  # other models: the dataclass's 5e-4

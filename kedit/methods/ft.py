@@ -15,7 +15,8 @@ target it trains all target tokens as candidates for the next token (a bag of to
 sequence. This is the reference code's behaviour (kmeng01/rome ``ft_main.py``, carried into
 EasyEdit's FT-L and EditSSS); kedit keeps it because published FT-L numbers come from it.
 After every Adam update each edited weight is clamped elementwise into [W0 − ε, W0 + ε]
-(ε = ``norm_constraint``, default 5e-4; ``None`` or ``false`` removes the bound).
+(ε = ``norm_constraint``, default 5e-4, the reference value tuned for GPT-2 XL; 1e-2 for the
+bundled SmolLM2, swept in docs/BENCHMARKS.md; ``None`` or ``false`` removes the bound).
 
 **FT-M** (``objective_optimization: target_new``, EasyEdit's FT-M): the model reads prompt +
 target (teacher forcing); the loss is the cross-entropy of each target token given everything
@@ -384,7 +385,7 @@ class _FineTuneMethod:
         self, lm: LoadedModel | None, user_file: str | Path | None = None, overrides: Mapping[str, Any] | None = None
     ) -> FTHparams:
         hparams = build_hparams(self.hparams_class, lm, DEFAULTS_YAML, user_file, overrides,
-                                _aliases(self.objective, self.name), _derive_layers)
+                                _aliases(self.objective, self.name), _derive_layers, defaults_section=self.name)
         if lm is not None:
             check_layers(lm, hparams)
         return hparams

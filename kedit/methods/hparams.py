@@ -2,7 +2,9 @@
 
 Resolution order (later wins): the dataclass defaults, the YAML's ``generic`` section, its
 ``families`` entry for the model's ``config.model_type``, its ``models`` entry for the name the
-model was loaded by (bundled models), a user YAML file, then ``key=value`` overrides.
+model was loaded by (bundled models), the same three levels under the method's own key when the
+file is shared by several methods (``ft-l:`` in ft.yaml), a user YAML file, then ``key=value``
+overrides.
 
 EasyEdit spellings are accepted where they mean the same thing (``layers: [5]`` for ``layer: 5``,
 ``mom2_n_samples`` is ignored with a warning because it counts Wikipedia articles, not tokens) so users can bring
@@ -65,12 +67,16 @@ def _family_key(lm: LoadedModel) -> str:
     return str(getattr(config, "model_type", "unknown"))
 
 
-def load_defaults(yaml_path: Path, lm: LoadedModel | None) -> dict[str, Any]:
+def load_defaults(yaml_path: Path, lm: LoadedModel | None, section: str | None = None) -> dict[str, Any]:
+    """``generic``, then ``families[model_type]``, then ``models[load name]``; with ``section``
+    (a method sharing the file with others), that top-level key's own three levels after them."""
     data = load_yaml(Path(yaml_path).read_text()) or {}
-    merged = dict(data.get("generic") or {})
-    if lm is not None:
-        merged.update((data.get("families") or {}).get(_family_key(lm)) or {})
-        merged.update((data.get("models") or {}).get(lm.source) or {})
+    merged: dict[str, Any] = {}
+    for levels in (data, (data.get(section) or {}) if section else {}):
+        merged.update(levels.get("generic") or {})
+        if lm is not None:
+            merged.update((levels.get("families") or {}).get(_family_key(lm)) or {})
+            merged.update((levels.get("models") or {}).get(lm.source) or {})
     return merged
 
 
@@ -82,13 +88,15 @@ def build_hparams(
     overrides: Mapping[str, Any] | None = None,
     aliases: Mapping[str, Callable[[Any], tuple[str, Any]]] | None = None,
     derive: Callable[[dict[str, Any], LoadedModel | None], dict[str, Any]] | None = None,
+    defaults_section: str | None = None,
 ) -> H:
     """Merge the layers of configuration into an instance of the frozen dataclass ``cls``.
 
     ``aliases`` maps a foreign key to a function returning (our key, our value); ``derive`` fills
-    values that depend on the model (for example a layer chosen as a fraction of the depth).
+    values that depend on the model (for example a layer chosen as a fraction of the depth);
+    ``defaults_section`` names this method's own part of a defaults file shared by several methods.
     """
-    values: dict[str, Any] = load_defaults(defaults_yaml, lm) if defaults_yaml else {}
+    values: dict[str, Any] = load_defaults(defaults_yaml, lm, defaults_section) if defaults_yaml else {}
     if user_file is not None:
         loaded = load_yaml(Path(user_file).read_text()) or {}
         if not isinstance(loaded, Mapping):
