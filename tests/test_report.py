@@ -482,3 +482,13 @@ def test_html_page_loads_in_headless_chromium_and_every_image_decodes(report, tm
     probe = _load_in_chromium(browser, damaged, tmp_path / "damaged")
     assert not _same_image(probe["images"][0], expected[0]) and probe["images"][-1] == "broken"
     assert any("missing.png" in error for error in probe["errors"])
+
+
+def test_every_run_of_a_large_report_gets_its_own_colour():
+    from kedit.reports.plots import RUN_COLOURS, run_colours
+
+    few = run_colours([f"run {index}" for index in range(len(RUN_COLOURS))])
+    assert list(few.values()) == list(RUN_COLOURS)
+    many = run_colours([f"run {index}" for index in range(12)])
+    assert len(set(many.values())) == 12
+    assert not {"#7f7f7f", "#c7c7c7"} & set(many.values())  # grey stays the unedited models'

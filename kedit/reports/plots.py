@@ -25,6 +25,10 @@ METRICS_PLOT = "metric_means.png"
 BEFORE_COLOUR, AFTER_COLOUR = "#9e9e9e", "#1f77b4"  # grey = unedited, blue = edited
 # One colour per run in comparisons (matplotlib's tab10 without its grey, which marks unedited models).
 RUN_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
+# For reports of more runs than that: matplotlib's tab20 without its greys (grey marks unedited models).
+MANY_RUN_COLOURS = ("#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896",
+                    "#9467bd", "#c5b0d5", "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#bcbd22", "#dbdb8d",
+                    "#17becf", "#9edae5")
 MAX_EDIT_TICKS = 8
 # The headline metrics of each protocol, in reading order; others stay in the tables.
 HEADLINE_METRICS = {
@@ -112,7 +116,8 @@ def write_plots(records: Sequence[Mapping[str, Any]], summary: Mapping[str, Any]
 
 def run_colours(labels: Sequence[str]) -> dict[str, str]:
     """A colour per run label, in the order given, so one run has one colour in every plot of a report."""
-    return {label: RUN_COLOURS[index % len(RUN_COLOURS)] for index, label in enumerate(labels)}
+    palette = RUN_COLOURS if len(labels) <= len(RUN_COLOURS) else MANY_RUN_COLOURS
+    return {label: palette[index % len(palette)] for index, label in enumerate(labels)}
 
 
 def _value_range(values: Sequence[float]) -> tuple[float, float]:
