@@ -17,7 +17,8 @@ Two per-probe loops, both one forward per probe:
 * "kedit loop": ``score([pair])``, kedit's own scorer one pair at a time (unembedding at the target
   positions only), which isolates what batching and prefix sharing buy.
 
-Before timing, the script checks that the three give the same log-probabilities on every probe.
+Before timing, the script checks that the three give the same log-probabilities on every probe of the
+first 10 cases.
 
 Prints a markdown table to stdout (progress to stderr)::
 
@@ -165,8 +166,6 @@ def main() -> None:
     cases = load_cases(args)
     warnings.simplefilter("ignore", kedit.KeditWarning)  # "already answers the new target" on every edit
     probes = sum(len(case_probes(case).pairs) for case in cases)
-    # The table is printed row by row as each measurement finishes, so a run stopped part way (a
-    # short GPU lease) still leaves the rows it completed.
     worst = check_agreement(lm, cases[: min(len(cases), 10)], args.eval_batch)
     # The table is printed row by row as each measurement finishes, so a run stopped part way (a
     # short GPU lease) still leaves the rows it completed.
