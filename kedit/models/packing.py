@@ -30,8 +30,9 @@ from kedit.models.anatomy import text_config
 @dataclass(frozen=True)
 class PackedRow:
     tokens: tuple[int, ...]  # one per column
-    depths: tuple[int, ...]  # each column's depth in its trie: its position id (0 for a first token)
-    sees: tuple[tuple[int, ...], ...]  # per column: the columns it attends to (its ancestors and itself)
+    # per column: the column of the token before it (its trie parent), -1 for a first token. A
+    # parent always precedes its child, so depths and ancestor sets follow in one pass.
+    parents: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,10 @@ class PackedRows:
         sees[:, torch.arange(width), torch.arange(width)] = True
         for index, row in enumerate(rows):
             input_ids[index, : len(row.tokens)] = torch.tensor(row.tokens, dtype=torch.long)
-            position_ids[index, : len(row.depths)] = torch.tensor(row.depths, dtype=torch.long)
-            for column, seen in enumerate(row.sees):
-                sees[index, column, list(seen)] = True
+            for column, parent in enumerate(row.parents):
+                if parent >= 0:  # a column sees what its parent sees, and itself (set above)
+                    sees[index, column] |= sees[index, parent]
+                    position_ids[index, column] = position_ids[index, parent] + 1
         mask = torch.zeros((len(rows), 1, width, width), dtype=dtype)
         mask.masked_fill_(~sees[:, None], torch.finfo(dtype).min)
         return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device),
@@ -86,7 +88,7 @@ def pack_prefix_trees(sequences: Sequence[Sequence[int]], row_width: int, pad_id
     capacity = max(row_width, 2 * max(len(sequence) for sequence in sequences))
     order = sorted(range(len(sequences)), key=lambda index: tuple(sequences[index]))
 
-    rows: list[tuple[list[int], list[int], list[tuple[int, ...]]]] = []  # (tokens, depths, sees) being filled
+    rows: list[tuple[list[int], list[int]]] = []  # (tokens, parents) of the rows being filled
     paths: list[tuple[int, tuple[int, ...]] | None] = [None] * len(sequences)
     previous: tuple[tuple[int, ...], tuple[int, ...]] | None = None  # (tokens, columns) placed last
     for index in order:
@@ -97,18 +99,17 @@ def pack_prefix_trees(sequences: Sequence[Sequence[int]], row_width: int, pad_id
             while shared < limit and sequence[shared] == previous[0][shared]:
                 shared += 1
         if previous is None or len(rows[-1][0]) + len(sequence) - shared > capacity:
-            rows.append(([], [], []))
+            rows.append(([], []))
             shared = 0
-        tokens, depths, sees = rows[-1]
+        tokens, parents = rows[-1]
         columns = list(previous[1][:shared]) if shared else []
         for depth in range(shared, len(sequence)):
+            parents.append(columns[-1] if columns else -1)
             columns.append(len(tokens))
             tokens.append(sequence[depth])
-            depths.append(depth)
-            sees.append(tuple(columns))
         paths[index] = (len(rows) - 1, tuple(columns))
         previous = (sequence, tuple(columns))
-    packed = tuple(PackedRow(tuple(tokens), tuple(depths), tuple(sees)) for tokens, depths, sees in rows)
+    packed = tuple(PackedRow(tuple(tokens), tuple(parents)) for tokens, parents in rows)
     return PackedRows(packed, tuple(paths), pad_id)  # type: ignore[arg-type]
 
 
