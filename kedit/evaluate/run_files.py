@@ -16,6 +16,7 @@ Layout (read back by :mod:`kedit.reports.runs`):
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -145,8 +146,6 @@ def check_resumable(stored: Mapping[str, Any], fresh: Mapping[str, Any], directo
 
 def session_entry(info: Mapping[str, Any]) -> dict[str, Any]:
     """Where one session of a run ran: device, versions, command and start time (from its run info)."""
-    import datetime
-
     return {"device": (info.get("model") or {}).get("device"), "versions": info.get("versions"),
             "command": info.get("command"),
             "started": info.get("created") or datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
