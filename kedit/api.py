@@ -15,6 +15,7 @@ from kedit.evaluate.metrics import token_accuracy
 from kedit.evaluate.scoring import score
 from kedit.methods import get_method
 from kedit.methods.base import Edit, Method, WeightEdit, hparams_dict, open_session
+from kedit.methods.outcome import check_targets
 from kedit.models.loading import LoadedModel
 from kedit.requests import Case, EditRequest, as_requests
 
@@ -60,6 +61,10 @@ def edit(
     a time, each group computed on the model carrying every earlier group (through the method's
     session, so statistics are computed once and AlphaEdit accumulates earlier keys); the result
     is one edit holding the summed weight change.
+
+    Before it is returned the edit is checked on the model: a request whose new target the edited
+    model does not predict raises a ``KeditWarning`` and is marked False in
+    ``edit.info["targets_reached"]`` (:mod:`kedit.methods.outcome`).
     """
     if mode not in MODES:
         raise KeditError(f"mode {mode!r} is not one of {MODES} (single-edit runs: kedit.evaluate.runner)")
@@ -76,6 +81,7 @@ def edit(
         result = _sequential(chosen, lm, hparams, request_list, batch_size)
     if hasattr(result, "info"):
         result.info["seconds"] = time.perf_counter() - started
+    check_targets(lm, result, stacklevel=2)
     if apply:
         result.apply(lm)
     return result

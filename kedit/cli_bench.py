@@ -56,6 +56,11 @@ def _read_cases(name: str, path: str | None, limit: int) -> tuple[list[Case], di
     from kedit.data.registry import load_dataset
 
     loaded = load_dataset(name, file, limit=limit)
+    if not loaded.cases:
+        from kedit.data.registry import why_no_cases
+
+        reason, better = why_no_cases(loaded)
+        raise KeditError(reason + (f"; use --data {better}:{path}" if better else ""))
     if loaded.problems:
         spec["skipped_records"] = len(loaded.problems)
     return list(loaded.cases), spec | {"name": loaded.name}

@@ -148,6 +148,29 @@ def load_dataset(
     return _as_dataset(spec.name, path, spec.load(path, limit=limit, strict=strict))
 
 
+SHOWN_PROBLEMS = 3
+
+
+def why_no_cases(loaded: LoadedDataset) -> tuple[str, str | None]:
+    """Why a dataset read as ``loaded.name`` gave no cases, and the format to read it as instead
+    (None when the format was right): the file looks like another format, or its records were
+    skipped (how many, the first reasons)."""
+    try:
+        detected: str | None = detect_format(loaded.path)
+    except DataError:
+        detected = None
+    if detected is not None and detected != loaded.name:
+        return (f"{loaded.path} read as {loaded.name!r} holds no cases; its records look like {detected!r} "
+                f"({DATASETS[detected].summary})"), detected
+    if loaded.problems:
+        shown = "; ".join(str(problem) for problem in loaded.problems[:SHOWN_PROBLEMS])
+        more = f" (and {len(loaded.problems) - SHOWN_PROBLEMS} more)" if len(loaded.problems) > SHOWN_PROBLEMS else ""
+        return (f"{loaded.path} read as {loaded.name!r} holds no cases: {len(loaded.problems)} of "
+                f"{loaded.records_read} records were skipped — {shown}{more}; `kedit data check {loaded.path}` "
+                f"lists every problem"), None
+    return f"{loaded.path} read as {loaded.name!r} holds no records", None
+
+
 def _as_dataset(name: str, path: Path, loaded: Any) -> LoadedDataset:
     """One result type for every loader: pitfalls loaders return parsed records with their problems."""
     if isinstance(loaded, LoadedDataset):

@@ -58,6 +58,7 @@ from kedit.evaluate.scoring import TargetScore, score
 from kedit.evaluate.survey import HELD_OUT, held_out_block, held_out_probe_case, survey_summary
 from kedit.methods import get_method, load_edit
 from kedit.methods.base import Edit, hparams_dict, open_session
+from kedit.methods.outcome import TARGETS_REACHED, check_targets
 from kedit.models.loading import LoadedModel
 from kedit.paths import write_json_atomic
 from kedit.requests import Case
@@ -66,6 +67,7 @@ SINGLE, BATCH, SEQUENTIAL = "single", "batch", "sequential"
 DEFAULT_EVAL_EVERY = 10
 LOG_CHECKPOINTS = "log"  # sequential:log checkpoints after 1, 2, 5, 10, 20, 50, 100, ... edits
 DEFAULT_EVAL_BATCH = 64
+EDIT_WARNINGS = "warnings"  # key of a stored sequential edit's info: the warnings its computation raised
 
 
 @dataclass(frozen=True)
@@ -302,6 +304,7 @@ def _edit_units(plan: _Plan, session: Any, clock: _Clock, bar: tqdm, units: Sequ
             started = time.perf_counter()
             edit = session.compute(requests)
             edit_seconds = time.perf_counter() - started
+            reached = check_targets(plan.lm, edit)
             edit.apply(plan.lm)
         clock.edits += edit_seconds
         try:
@@ -320,6 +323,7 @@ def _edit_units(plan: _Plan, session: Any, clock: _Clock, bar: tqdm, units: Sequ
                 continue
             # the edit's details once per unit, on its first case
             record["edit"] = {"method": edit.method, "unit": number, "unit_size": len(unit),
+                              "target_reached": reached[unit.index(record["index"])],
                               **({"info": info} if record["index"] == unit[0] else {})}
             record["seconds"] = {"edit": edit_seconds / len(unit), "evaluate": eval_seconds / len(unit)}
             record["warnings"] = notes
@@ -360,8 +364,11 @@ def _steps(plan: _Plan) -> list[list[int]]:
     return [list(range(start, min(start + unit, n))) for start in range(0, n, unit)]
 
 
-def _replay(plan: _Plan, session: Any, restorer: _Restorer, clock: _Clock) -> list[float]:
-    """Re-apply the stored edits in order (sha256-checked by ``load_edit``); return their edit seconds."""
+def _replay(plan: _Plan, session: Any, restorer: _Restorer, clock: _Clock,
+            reached_at_edit: dict[int, bool], notes: dict[int, list[str]]) -> list[float]:
+    """Re-apply the stored edits in order (sha256-checked by ``load_edit``); return their edit seconds
+    and put what each edit's target check found and the warnings it raised (both stored in its
+    info) in ``reached_at_edit`` and ``notes``."""
     stored = stored_edit_dirs(plan.out_dir)
     steps = _steps(plan)
     if len(stored) > len(steps):
@@ -377,6 +384,10 @@ def _replay(plan: _Plan, session: Any, restorer: _Restorer, clock: _Clock) -> li
                               f"but edit {number} of this run starts with case {expected!r}")
         _timed(clock, "replay", lambda e=edit: _keep(e, plan, session, restorer))
         seconds.append(float(info.get("seconds", 0.0)))
+        for index, ok in zip(steps[number], info.get(TARGETS_REACHED) or [], strict=False):
+            reached_at_edit[index] = bool(ok)
+        for index in steps[number]:
+            notes[index] = list(info.get(EDIT_WARNINGS) or [])
     return seconds
 
 
@@ -411,7 +422,9 @@ def _run_sequential(plan: _Plan, clock: _Clock, restore: bool) -> None:
         # the unedited state first: replaying the stored edits changes the model
         before = _pre_scores(plan, set(range(n)), clock)
         held_before = _timed(clock, "pre_evaluation", lambda: score_groups(plan.lm, plan.held_out, plan.eval_batch))
-        step_seconds = _replay(plan, session, restorer, clock)
+        reached_at_edit: dict[int, bool] = {}
+        notes: dict[int, list[str]] = {}
+        step_seconds = _replay(plan, session, restorer, clock, reached_at_edit, notes)
         done_steps = len(step_seconds)
         done = sum(len(step) for step in steps[:done_steps])
         records: list[dict[str, Any]] | None = None
@@ -420,7 +433,6 @@ def _run_sequential(plan: _Plan, clock: _Clock, restore: bool) -> None:
             # killed between saving the edit that reached a checkpoint and writing that checkpoint
             records = _state_records(plan, done, before, held_before, clock)
             _checkpoint(plan, records, done)
-        notes: dict[int, list[str]] = {}
         with _bar(plan, done) as bar:
             for number in range(done_steps, len(steps)):
                 step = steps[number]
@@ -431,11 +443,15 @@ def _run_sequential(plan: _Plan, clock: _Clock, restore: bool) -> None:
                     started = time.perf_counter()
                     edit = session.compute(requests)
                     seconds = time.perf_counter() - started
+                    reached = check_targets(plan.lm, edit)  # on the model carrying every earlier edit
                 clock.edits += seconds
+                for index, ok in zip(step, reached, strict=True):
+                    reached_at_edit[index] = ok
                 for index in step:
                     notes[index] = _caught(caught)
                 if hasattr(edit, "info"):
                     edit.info["seconds"] = seconds
+                    edit.info[EDIT_WARNINGS] = _caught(caught)  # read back when the edit is replayed
                     edit.info["bench_case_key"] = plan.keys[step[0]]  # checked when the edit is replayed
                 edit.save(edit_dir(plan.out_dir, number))
                 _keep(edit, plan, session, restorer)
@@ -454,7 +470,9 @@ def _run_sequential(plan: _Plan, clock: _Clock, restore: bool) -> None:
             index = record["index"]
             number = step_of[index]
             record["edit"] = {"method": plan.method, "unit": number, "unit_size": len(steps[number]),
-                              "n_edits_at_evaluation": n}
+                              "n_edits_at_evaluation": n,
+                              # checked when the edit was made, on the model carrying the earlier ones
+                              "target_reached": reached_at_edit.get(index)}
             record["seconds"] = {"edit": step_seconds[number] / len(steps[number])}
             record["warnings"] = notes.get(index, [])
         write_lines_atomic(plan.out_dir / RESULTS_FILE, records)

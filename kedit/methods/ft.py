@@ -99,6 +99,8 @@ class FTHparams:
     early_stop_loss: float = 1e-2
     sss_coef: float = 0.0  # C: L = (1 - C) L_edit + C SSS
 
+    FALSE_MEANS_NONE: ClassVar[frozenset[str]] = frozenset({"norm_constraint"})  # EasyEdit's "no bound"
+
     def __post_init__(self) -> None:
         if self.layers is not None:
             if isinstance(self.layers, int | str) or not all(_is_integer(layer) for layer in self.layers):

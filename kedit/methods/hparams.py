@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import yaml
 
 from kedit.errors import KeditError
+from kedit.methods.hparam_types import check_values
 from kedit.models.loading import LoadedModel
 
 H = TypeVar("H")
@@ -97,19 +98,24 @@ def build_hparams(
     ``defaults_section`` names this method's own part of a defaults file shared by several methods.
     """
     values: dict[str, Any] = load_defaults(defaults_yaml, lm, defaults_section) if defaults_yaml else {}
+    origins = dict.fromkeys(values, f"the defaults in {defaults_yaml.name}" if defaults_yaml else "the defaults")
     if user_file is not None:
         loaded = load_yaml(Path(user_file).read_text()) or {}
         if not isinstance(loaded, Mapping):
             raise KeditError(f"{user_file} must hold a mapping of hyperparameters")
         values.update(loaded)
+        origins.update(dict.fromkeys(loaded, str(user_file)))
     values.update(overrides or {})
+    origins.update(dict.fromkeys(overrides or {}, "the overrides (--set or keyword arguments)"))
     fields = {f.name for f in dataclasses.fields(cls)}
     resolved: dict[str, Any] = {}
     for key, value in values.items():
+        origin = origins.get(key, "the arguments")
         if aliases and key in aliases and key not in fields:
             key, value = aliases[key](value)
             if key is None:  # an alias that means "accepted, not used"
                 continue
+            origins[key] = origin
         if key in IGNORED_KEYS and key not in fields:
             continue
         if key not in fields:
@@ -117,11 +123,9 @@ def build_hparams(
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise KeditError(f"unknown hyperparameter {key!r} for {cls.__name__}{hint}; valid: {', '.join(sorted(fields))}")
         resolved[key] = value
+    resolved = check_values(cls, resolved, origins)
     if derive is not None:
-        resolved = derive(resolved, lm)
-    for f in dataclasses.fields(cls):
-        if f.name in resolved and isinstance(resolved[f.name], list) and isinstance(f.default, tuple):
-            resolved[f.name] = tuple(tuple(v) if isinstance(v, list) else v for v in resolved[f.name])
+        resolved = check_values(cls, derive(resolved, lm), origins)
     try:
         return cls(**resolved)
     except TypeError as error:

@@ -105,9 +105,10 @@ def context_templates(
 
     Lengths count the seed word, as ROME counts its start token (a length-5 template has 4
     generated tokens). The templates are sampled once per (model fingerprint, lengths, seed) and
-    cached on disk.
+    cached on disk (keyed by the start token too: the samples begin after it).
     """
-    spec = json.dumps({"lengths": [list(p) for p in length_params], "seed": seed, "seeds": TEMPLATE_SEEDS})
+    spec = json.dumps({"lengths": [list(p) for p in length_params], "seed": seed, "seeds": TEMPLATE_SEEDS,
+                       "tokenization": lm.tokenization})
     path = cache_dir("templates") / f"{lm.fingerprint[:24]}-{sha256_text(spec)[:16]}.json"
     if path.is_file():
         try:

@@ -44,7 +44,7 @@ class CachedValues:
 
 
 def entry_key(weights_digest: str, request: EditRequest, module_path: str, layer: int, templates: Sequence[str],
-              settings: ValueOptimization, dtype: str) -> str:
+              settings: ValueOptimization, dtype: str, tokenization: str) -> str:
     payload = {
         "weights": weights_digest,
         "request": [request.prompt, request.subject, request.target_new],
@@ -53,6 +53,7 @@ def entry_key(weights_digest: str, request: EditRequest, module_path: str, layer
         "templates": list(templates),
         "objective": settings.objective(),
         "dtype": dtype,
+        "tokenization": tokenization,
     }
     return sha256_text(json.dumps(payload, sort_keys=True))
 
@@ -99,7 +100,7 @@ def cached_target_values(
                             0, None)
     digest = weights_fingerprint(lm.model)
     dtype = str(lm.dtype)
-    keys = [entry_key(digest, r, module_path, layer, templates, settings, dtype) for r in requests]
+    keys = [entry_key(digest, r, module_path, layer, templates, settings, dtype, lm.tokenization) for r in requests]
     values: list[TargetValue | None] = [_load(entry_path(digest, key), key) for key in keys]
     missing = [index for index, value in enumerate(values) if value is None]
     if missing:

@@ -17,6 +17,7 @@ from kedit.models.anatomy import Anatomy, find_anatomy
 from kedit.models.bundled import BUNDLED_MODELS
 from kedit.models.fingerprint import weights_fingerprint
 from kedit.models.gguf_cache import converted_dir
+from kedit.models.start_token import AUTO, choose_start_token, with_start_token
 
 DEFAULT_MODEL = "smollm2-135m"
 log = logging.getLogger(__name__)
@@ -35,6 +36,9 @@ class LoadedModel:
     ``prompt_contexts`` are the prefixes installed by edits that change no weight (IKE): every
     prompt that scoring and generation show the model goes through :meth:`in_context`. They form a
     stack, oldest first; each edit pushes its own and pops it on revert.
+
+    ``start_token`` is the document-start token kedit makes the tokenizer put before every text
+    (None: the tokenizer adds its own BOS, or none was asked for); see :mod:`kedit.models.start_token`.
     """
 
     model: nn.Module
@@ -45,10 +49,16 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     prompt_contexts: tuple[PromptContext, ...] = ()
+    start_token: str | None = None
 
     @property
     def pad_token_id(self) -> int:
         return self.tokenizer.pad_token_id
+
+    @property
+    def tokenization(self) -> str:
+        """What, besides the weights, decides the token sequences the model sees (cache keys include it)."""
+        return f"start={self.start_token}"
 
     def in_context(self, prompts: Sequence[str]) -> list[str]:
         """What the model is shown for each prompt: every installed prefix (oldest first), then the prompt."""
@@ -118,8 +128,15 @@ def _prepare_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
-def prepare_model(model: nn.Module, tokenizer: Any, source: str = "in-memory") -> LoadedModel:
-    """Wrap an already-built model (for example a tiny random one in a test) as a LoadedModel."""
+def prepare_model(model: nn.Module, tokenizer: Any, source: str = "in-memory", start_token: str = AUTO) -> LoadedModel:
+    """Wrap an already-built model (for example a tiny random one in a test) as a LoadedModel.
+
+    ``start_token``: ``"auto"`` (prepend a document-start token when the tokenizer adds none),
+    ``"none"``, or the token to prepend (:mod:`kedit.models.start_token`).
+    """
+    start = choose_start_token(tokenizer, start_token)
+    if start is not None:
+        tokenizer = with_start_token(tokenizer, start)
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
@@ -132,6 +149,7 @@ def prepare_model(model: nn.Module, tokenizer: Any, source: str = "in-memory") -
         source=source,
         device=first.device,
         dtype=first.dtype,
+        start_token=start,
     )
 
 
@@ -139,12 +157,14 @@ def load_model(
     name_or_path: str = DEFAULT_MODEL,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
+    start_token: str = AUTO,
 ) -> LoadedModel:
     """Load a causal LM for editing.
 
     ``name_or_path`` is a bundled name (``smollm2-135m``, ``gemma3-270m``), a local HF folder, a
     ``.gguf`` file (converted once to safetensors under ``$KEDIT_HOME``) or a hub id (needs the
-    network; offline, the error names what can be loaded instead).
+    network; offline, the error names what can be loaded instead). ``start_token``: see
+    :func:`prepare_model`.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -164,4 +184,4 @@ def load_model(
             f"{_offline_choices()}"
         ) from error
     model.to(target_device)
-    return prepare_model(model, tokenizer, source=str(name_or_path))
+    return prepare_model(model, tokenizer, source=str(name_or_path), start_token=start_token)

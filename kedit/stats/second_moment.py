@@ -9,7 +9,7 @@ added to a float64 running sum; a batch holds at most a few thousand tokens, so 
 sums are exact to ~1e-7 relative and the float64 total does not drift over 10⁵–10⁶ tokens (the test
 suite compares against an all-float64 accumulation).
 
-Cache key: (model fingerprint, layer, corpus digest, token count, model dtype); files are
+Cache key: (model fingerprint, layer, corpus digest, token count, model dtype, start token); files are
 safetensors written atomically, with the key repeated in their metadata and checked on load.
 """
 
@@ -28,7 +28,7 @@ from kedit.models.anatomy import text_config
 from kedit.models.batching import pad_left
 from kedit.models.loading import LoadedModel
 from kedit.models.tracing import run_until
-from kedit.paths import atomic_path, cache_dir
+from kedit.paths import atomic_path, cache_dir, sha256_text
 from kedit.stats.corpus import Corpus, resolve_corpus
 
 DEFAULT_TOKENS = 100_000
@@ -131,7 +131,8 @@ def collect_second_moments(
 def statistics_cache_path(lm: LoadedModel, layer: int, corpus: Corpus, n_tokens: int) -> Path:
     """Where the second moment of ``layer`` for (this model, corpus, token count, dtype) is cached."""
     dtype = str(lm.dtype).removeprefix("torch.")
-    name = f"layer{layer}-corpus{corpus.digest[:16]}-tok{n_tokens}-{dtype}.safetensors"
+    start = sha256_text(lm.tokenization)[:8]  # documents begin with the start token, if any
+    name = f"layer{layer}-corpus{corpus.digest[:16]}-tok{n_tokens}-{dtype}-{start}.safetensors"
     return cache_dir("stats") / lm.fingerprint[:24] / name
 
 
@@ -143,6 +144,7 @@ def _metadata(lm: LoadedModel, layer: int, corpus: Corpus, n_tokens: int) -> dic
         "corpus_digest": corpus.digest,
         "tokens": str(n_tokens),
         "dtype": str(lm.dtype),
+        "tokenization": lm.tokenization,
     }
 
 

@@ -1,0 +1,67 @@
+"""Did an edit reach its targets? Checked on the edited model, never assumed.
+
+An edit method can finish without error and still leave the model's answer unchanged (a v*
+optimisation that plateaued, a key the update was not solved for). :func:`check_targets` applies
+the edit, asks the model for each request's prompt, and reverts: a request is *reached* when the
+edited model's greedy (argmax, teacher-forced) prediction is the new target at every target
+token — the token-reliability criterion. Unreached requests raise a :class:`KeditWarning` naming
+the request, what the model says instead and, where the method optimised a value, its final loss;
+the outcome is stored in ``edit.info`` (``targets_reached``) so edit files and run records carry it.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+from kedit.errors import KeditWarning
+from kedit.evaluate.scoring import score
+from kedit.models.loading import LoadedModel
+
+TARGETS_REACHED = "targets_reached"
+
+
+def _optimisation_note(info: Mapping[str, Any], index: int) -> str:
+    """'; v* final loss 0.83 after 20 steps' when the method recorded it for request ``index``."""
+    details = info.get("requests")
+    if not isinstance(details, list) or index >= len(details) or not isinstance(details[index], Mapping):
+        return ""
+    detail = details[index]
+    if "final_loss" not in detail:
+        return ""
+    steps = detail.get("optimisation_steps")
+    return f"; its value optimisation ended at loss {detail['final_loss']:.3f}" + (
+        f" after {steps} steps" if steps is not None else "")
+
+
+def check_targets(lm: LoadedModel, edit: Any, stacklevel: int = 2) -> list[bool]:
+    """Whether the edited model predicts each request's new target; the edit must not be applied.
+
+    Stores the list in ``edit.info["targets_reached"]`` (when the edit has an ``info`` dict) and
+    warns once per unreached request. The model is left as it was found.
+    """
+    requests = list(edit.requests)
+    edit.apply(lm)
+    try:
+        scores = score(lm, [(request.text, request.target_new) for request in requests])
+    finally:
+        edit.revert(lm)
+    reached = [all(s.hits) for s in scores]
+    info = getattr(edit, "info", None)
+    if isinstance(info, dict):
+        info[TARGETS_REACHED] = reached
+    for index, (request, ok, scored) in enumerate(zip(requests, reached, scores, strict=True)):
+        if ok:
+            continue
+        first_miss = next(j for j, hit in enumerate(scored.hits) if not hit)
+        said = lm.tokenizer.decode([scored.predicted[first_miss]])
+        note = _optimisation_note(info or {}, index)
+        warnings.warn(
+            f"{edit.method} edit did not reach its target: {request.text!r} -> {request.target_new!r} "
+            f"(the edited model predicts {said!r} at target token {first_miss + 1}, "
+            f"p(target) = {math.exp(sum(scored.log_probs)):.3f}{note})",
+            KeditWarning, stacklevel=stacklevel + 1,
+        )
+    return reached
