@@ -313,7 +313,8 @@ def edit(
 
     if as_json:
         payload = {
-            "model": {"name": model, "fingerprint": lm.fingerprint, "device": str(lm.device)},
+            "model": {"name": model, "fingerprint": lm.fingerprint, "device": str(lm.device),
+                      "start_token": lm.start_token},
             "method": method,
             "hparams": dict(getattr(result, "hparams", {}) or {}),
             "request": request.to_dict(),

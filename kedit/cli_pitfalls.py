@@ -227,7 +227,7 @@ def _start(method: str, hparams: Path | None, set_: list[str] | None, extra_meth
 
 def _model_info(model: str, lm: Any) -> dict[str, Any]:
     return {"name": model, "fingerprint": lm.fingerprint, "device": str(lm.device),
-            "dtype": str(lm.dtype).removeprefix("torch.")}
+            "dtype": str(lm.dtype).removeprefix("torch."), "start_token": lm.start_token}
 
 
 def _finish(summary: Mapping[str, Any], out: Path) -> None:

@@ -137,7 +137,7 @@ def build_summary(
         "kind": "kedit-demo",
         "command": command,
         "model": {"name": model_name, "fingerprint": lm.fingerprint, "device": str(lm.device),
-                  "dtype": str(lm.dtype).removeprefix("torch.")},
+                  "dtype": str(lm.dtype).removeprefix("torch."), "start_token": lm.start_token},
         "method": method,
         "hparams": dict(hparams or {}),
         "cases": len(records),

@@ -217,7 +217,9 @@ def test_first_loss_is_the_scored_negative_log_likelihood(lm):
 def test_value_optimisation_lowers_loss_and_respects_clamp(lm):
     templates = context_templates(lm, TEMPLATE_LENGTHS)
     path = lm.anatomy.mlp_out_paths[LAYER]
-    free = optimize_target_value(lm, REQUEST, path, LAYER, templates, ValueOptimization(steps=5))
+    # No norm penalty: on these random models the target's NLL depends so weakly on the subject's
+    # value that ROME's penalty (0.5 |delta| / |v_init|^2) outweighs it and Adam holds delta near 0.
+    free = optimize_target_value(lm, REQUEST, path, LAYER, templates, ValueOptimization(steps=5, weight_decay=0.0))
     assert len(free.losses) == 5
     assert free.losses[-1] < free.losses[0]
     # v_init is the module output at the subject token of the bare prompt.
@@ -227,7 +229,7 @@ def test_value_optimisation_lowers_loss_and_respects_clamp(lm):
 
     factor = 0.05
     clamped = optimize_target_value(lm, REQUEST, path, LAYER, templates,
-                                    ValueOptimization(steps=5, clamp_norm_factor=factor))
+                                    ValueOptimization(steps=5, weight_decay=0.0, clamp_norm_factor=factor))
     assert float(free.delta.norm()) > factor * float(free.v_init.norm())  # the clamp binds
     assert float(clamped.delta.norm()) <= factor * float(clamped.v_init.norm()) * (1 + 1e-5)
 

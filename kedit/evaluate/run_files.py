@@ -113,6 +113,8 @@ def write_lines_atomic(path: Path, records: Iterable[Mapping[str, Any]]) -> None
 # Fields of run.json that must match for a run to be resumed; each is (label, getter).
 IDENTITY_FIELDS = (
     ("model fingerprint", lambda info: (info.get("model") or {}).get("fingerprint")),
+    # the token put before every text (kedit.models.start_token); runs before it was added have none
+    ("start token", lambda info: (info.get("model") or {}).get("start_token")),
     ("method", lambda info: info.get("method")),
     ("hyperparameters", lambda info: info.get("hparams")),
     ("data digest", lambda info: (info.get("data") or {}).get("cases_sha256")),

@@ -501,7 +501,7 @@ def run_info(lm: LoadedModel, method: str, mode: Mode, cases: Sequence[Case], he
     return {
         "kind": KIND,
         "model": {"name": model_name or lm.source, "fingerprint": lm.fingerprint, "device": str(lm.device),
-                  "dtype": str(lm.dtype).removeprefix("torch.")},
+                  "dtype": str(lm.dtype).removeprefix("torch."), "start_token": lm.start_token},
         "method": method,
         "batch_capable": batch_capable,
         "hparams": dict(hparams),
