@@ -4,10 +4,12 @@ optimisation is the documented objective whatever caches it uses (SPEC-ALGORITHM
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import pytest
 import torch
 
+from kedit.errors import KeditWarning
 from kedit.evaluate import score
 from kedit.methods.locate import (
     ValueOptimization,
@@ -274,3 +276,17 @@ def test_cache_switches_reach_the_optimisation_and_change_no_delta(make_lm, corp
     cached = ROME().compute(lm, [REQUEST], hparams).deltas[name]
     uncached = ROME().compute(lm, [REQUEST], plain).deltas[name]
     assert torch.allclose(cached, uncached, rtol=1e-4, atol=1e-6)
+
+
+def test_original_key_mode_warns_when_the_update_is_amplified():
+    """kmeng01/rome's denominator k·C⁻¹k* can be small or negative: that edit is flagged."""
+    from kedit.methods.rome import _warn_if_amplified
+
+    request = EditRequest("{} is the capital of", "Paris", "Italy")
+    with pytest.warns(KeditWarning, match="amplified 100x"):
+        _warn_if_amplified(request, 1.0, 100.0)
+    with pytest.warns(KeditWarning, match="amplified -100x"):
+        _warn_if_amplified(request, -1.0, 100.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", KeditWarning)
+        _warn_if_amplified(request, 50.0, 100.0)  # halves / doubles: ordinary

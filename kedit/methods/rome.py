@@ -107,6 +107,23 @@ def _derive(values: dict[str, Any], lm: LoadedModel | None) -> dict[str, Any]:
     return values
 
 
+# key_mode "original" divides by k·C⁻¹k* instead of k*·C⁻¹k*; when the prompt's key k is far from
+# k* the first is small and the update is amplified by their ratio: r-ROME's "disabling edits".
+AMPLIFICATION_WARNING = 10.0
+
+
+def _warn_if_amplified(request: EditRequest, denominator: float, paper_denominator: float) -> None:
+    if paper_denominator > 0 and denominator * AMPLIFICATION_WARNING >= paper_denominator:
+        return
+    warnings.warn(
+        f"ROME (key_mode original) on {request.text!r}: k·C⁻¹k* = {denominator:.4g} against "
+        f"k*·C⁻¹k* = {paper_denominator:.4g}, so the update is amplified "
+        f"{paper_denominator / denominator if denominator else float('inf'):.3g}x and may damage the model "
+        "(r-ROME's disabling edits); key_mode=paper or key_mode=prompt cannot do this",
+        KeditWarning, stacklevel=5,
+    )
+
+
 @dataclass(frozen=True)
 class RankOneUpdate:
     delta_weight: torch.Tensor  # (d_out, d_k), y = W k orientation
@@ -141,6 +158,8 @@ def rank_one_update(
     else:
         c_inv_key = torch.linalg.solve(second_moment.to(key_for_u), key_for_u)  # (d_k,)
     denominator = torch.dot(c_inv_key, key_for_value)
+    if hparams.key_mode == "original":
+        _warn_if_amplified(request, float(denominator), float(torch.dot(c_inv_key, key_star.double())))
     residual = target.value.double() - (weight @ key_for_value + bias)  # (d_out,)
     delta_weight = torch.outer(residual, c_inv_key) / denominator
     return RankOneUpdate(
