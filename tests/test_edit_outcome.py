@@ -3,6 +3,8 @@ loss, ``targets_reached`` in the edit's info, ``target_reached`` in run records.
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -10,9 +12,11 @@ import kedit
 from kedit.errors import KeditWarning
 from kedit.evaluate.run_files import RESULTS_FILE, recover_lines
 from kedit.evaluate.runner import run_bench
-from kedit.evaluate.scoring import score
+from kedit.evaluate.scoring import encode_pair, score
 from kedit.methods.base import WeightEdit
 from kedit.methods.outcome import check_targets
+from kedit.models.batching import encode, pad_left
+from kedit.models.tracing import final_hidden
 from kedit.requests import Case, EditRequest
 
 REQUEST = EditRequest("The mother tongue of {} is", "Danielle Darrieux", "English", target_true="French")
@@ -32,18 +36,31 @@ def test_an_edit_that_changes_nothing_warns_with_its_final_loss(lm):
     assert not edit.is_applied  # the check applied and reverted it
 
 
+def _boost_unembedding(lm, request: EditRequest, scale: float = 50.0) -> WeightEdit:
+    """An edit that raises the logit of the target's (single) token after ``request``'s prompt by
+    ``scale``: its unembedding row gains scale * h / |h|^2, h the final hidden state there."""
+    (token,) = encode_pair(lm.tokenizer, request.text, request.target_new)[1]
+    hidden = final_hidden(lm, pad_left([encode(lm.tokenizer, request.text)], lm.pad_token_id))[0, -1]
+    name = f"{lm.anatomy.unembed_path}.weight"
+    delta = torch.zeros_like(lm.parameter(name))
+    delta[token] = scale * hidden / hidden.dot(hidden)
+    return WeightEdit(method="boost", requests=(request,), hparams={}, deltas={name: delta},
+                      base_fingerprint=lm.fingerprint)
+
+
 def test_check_targets_reads_the_edited_model(lm):
-    """The same zero edit is reached for a target the model already predicts, and not for another."""
-    said = lm.tokenizer.decode(list(score(lm, [(REQUEST.text, REQUEST.target_new)])[0].predicted[:1])).strip()
-    known = EditRequest(REQUEST.prompt, REQUEST.subject, said or "x", target_true="French")
-    if not said or not all(score(lm, [(known.text, known.target_new)])[0].hits):
-        pytest.skip("the model's greedy answer does not re-tokenise to itself")
-    name = lm.anatomy.mlp_out_weight(1)
-    zero = WeightEdit(method="zero", requests=(known, REQUEST), hparams={},
-                      deltas={name: torch.zeros_like(lm.parameter(name))}, base_fingerprint=lm.fingerprint)
-    with pytest.warns(KeditWarning, match="zero edit did not reach its target: 'The mother tongue"):
-        assert check_targets(lm, zero) == [True, False]
-    assert zero.info["targets_reached"] == [True, False]
+    """An edit that makes the target the argmax is reached; a zero edit is not; neither stays applied."""
+    request = EditRequest("The mother tongue of {} is", "Danielle Darrieux", "Paris", target_true="French")
+    assert len(encode_pair(lm.tokenizer, request.text, request.target_new)[1]) == 1
+    boost = _boost_unembedding(lm, request)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", KeditWarning)
+        assert check_targets(lm, boost) == [True]
+    assert boost.info["targets_reached"] == [True] and not boost.is_applied
+    assert not all(score(lm, [(request.text, request.target_new)])[0].hits)  # the unedited model says otherwise
+    zero = _boost_unembedding(lm, request, scale=0.0)
+    with pytest.warns(KeditWarning, match="boost edit did not reach its target: 'The mother tongue"):
+        assert check_targets(lm, zero) == [False]
 
 
 @pytest.mark.parametrize("mode", ["single", "sequential:1"])

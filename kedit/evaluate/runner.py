@@ -58,7 +58,7 @@ from kedit.evaluate.scoring import TargetScore, score
 from kedit.evaluate.survey import HELD_OUT, held_out_block, held_out_probe_case, survey_summary
 from kedit.methods import get_method, load_edit
 from kedit.methods.base import Edit, hparams_dict, open_session
-from kedit.methods.outcome import TARGETS_REACHED, check_targets
+from kedit.methods.outcome import TARGETS_REACHED, check_targets, record_outcome
 from kedit.models.loading import LoadedModel
 from kedit.paths import write_json_atomic
 from kedit.requests import Case
@@ -304,7 +304,6 @@ def _edit_units(plan: _Plan, session: Any, clock: _Clock, bar: tqdm, units: Sequ
             started = time.perf_counter()
             edit = session.compute(requests)
             edit_seconds = time.perf_counter() - started
-            reached = check_targets(plan.lm, edit)
             edit.apply(plan.lm)
         clock.edits += edit_seconds
         try:
@@ -315,8 +314,13 @@ def _edit_units(plan: _Plan, session: Any, clock: _Clock, bar: tqdm, units: Sequ
             clock.evaluation += eval_seconds
         finally:
             edit.revert(plan.lm)
+        with warnings.catch_warnings(record=True) as outcome_warnings:
+            warnings.simplefilter("always", KeditWarning)
+            # the outcome check reads the evaluation's own scores of each request's prompt
+            reached = record_outcome(plan.lm, edit, [after[position][plan.probes[index].layout.rewrite_new]
+                                                     for position, index in enumerate(unit)])
         records = _unit_records(plan, unit, before, after, held_before)
-        info, notes = _edit_info(edit), _caught(caught)
+        info, notes = _edit_info(edit), _caught([*caught, *outcome_warnings])
         written = []
         for record in records:
             if record["index"] not in missing:

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kedit.errors import KeditWarning
-from kedit.evaluate.scoring import score
+from kedit.evaluate.scoring import TargetScore, score
 from kedit.models.loading import LoadedModel
 
 TARGETS_REACHED = "targets_reached"
@@ -39,15 +39,25 @@ def _optimisation_note(info: Mapping[str, Any], index: int) -> str:
 def check_targets(lm: LoadedModel, edit: Any, stacklevel: int = 2) -> list[bool]:
     """Whether the edited model predicts each request's new target; the edit must not be applied.
 
-    Stores the list in ``edit.info["targets_reached"]`` (when the edit has an ``info`` dict) and
-    warns once per unreached request. The model is left as it was found.
+    Applies the edit, scores each request's prompt, reverts (the model is left as it was found)
+    and hands the scores to :func:`record_outcome`.
     """
-    requests = list(edit.requests)
     edit.apply(lm)
     try:
-        scores = score(lm, [(request.text, request.target_new) for request in requests])
+        scores = score(lm, [(request.text, request.target_new) for request in edit.requests])
     finally:
         edit.revert(lm)
+    return record_outcome(lm, edit, scores, stacklevel=stacklevel + 1)
+
+
+def record_outcome(lm: LoadedModel, edit: Any, scores: Sequence[TargetScore], stacklevel: int = 2) -> list[bool]:
+    """The outcome of ``edit`` from ``scores``, the edited model's scores of (request.text,
+    request.target_new) for each of its requests (a caller that scores them anyway passes its own):
+    stored in ``edit.info["targets_reached"]`` (when the edit has an ``info`` dict), one warning
+    per unreached request."""
+    requests = list(edit.requests)
+    if len(scores) != len(requests):
+        raise ValueError(f"{len(scores)} scores for the {len(requests)} requests of the edit")
     reached = [all(s.hits) for s in scores]
     info = getattr(edit, "info", None)
     if isinstance(info, dict):

@@ -5,7 +5,8 @@ sees only itself and carries the attention sink (massive activations), so its hi
 unlike that of the same token anywhere else. Locate-then-edit methods learn their keys and values
 from the subject inside sampled contexts; a prompt that opens with its subject ("Paris is the
 capital of") then presents a key the update was never solved for, and the edit silently does
-nothing (issue 11: 0 of 7 such ROME edits took on SmolLM2 without a start token, 7 of 7 with one).
+nothing (issue 11, SmolLM2: without a start token 0 of 5 ROME edits of one-token subjects opening
+the prompt took; with one all 7 subject-first facts took).
 
 kedit therefore prepends the token the model saw between its pretraining documents, in the
 tokenizer itself (its post-processor), so every path that tokenises text — scoring, keys, v*,
