@@ -216,8 +216,8 @@ def test_one_request_one_layer_satisfies_the_normal_equations(llama, corpus_file
 def test_small_lambda_writes_every_target(make_lm, corpus_file, architecture):
     """With λ → 0 and bare-prompt keys only, the last layer writes the whole remaining residual:
     after the edit the z_layer residual at each request's subject token equals its z.
-    (Not Gemma-3: its MLP output passes a norm before it joins the residual, so a change of W is
-    not added to the residual as it is; MEMIT's linear spread does not hold there.)"""
+    (Not Gemma-3: its MLP output passes a norm before it joins the residual, so an RMSNorm output
+    of fixed scale bounds what one layer can add; test_gemma3_spread_writes_through_the_post_mlp_norm.)"""
     lm = make_lm(architecture)
     hparams = _hparams(corpus_file, layers=(1, 2), context_template_length_params=(), mom2_update_weight=1e-7)
     edit = MEMIT().compute(lm, REQUESTS, hparams)
@@ -363,3 +363,49 @@ def test_saved_memit_edit_round_trips(make_lm, corpus_file, tmp_path):
     assert loaded.method == "memit" and loaded.requests == edit.requests
     for name, delta in edit.deltas.items():
         assert torch.equal(loaded.deltas[name], delta)
+
+
+def test_shift_through_norm_reaches_a_reachable_output():
+    """The change it finds makes norm(y + Δ) equal norm(y) + change when some input gives that output."""
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3RMSNorm
+
+    from kedit.methods.norm_preimage import shift_through_norm
+
+    generator = torch.Generator().manual_seed(0)
+    norm = Gemma3RMSNorm(16)
+    with torch.no_grad():
+        norm.weight.normal_(0.0, 0.5, generator=generator)
+    y, other = torch.randn(3, 16, generator=generator) * 20, torch.randn(3, 16, generator=generator) * 20
+    change = (norm(other) - norm(y)).double()
+    delta, reached = shift_through_norm(norm, y, change)
+    assert reached == pytest.approx(1.0, abs=1e-6)
+    assert torch.allclose(norm(y.double() + delta.float().double()).double(), norm(y).double() + change, atol=1e-5)
+
+
+def test_gemma3_spread_writes_through_the_post_mlp_norm(make_lm, corpus_file):
+    """Gemma-3 adds norm(MLP output) to the residual: written through the norm, the λ → 0 edit
+    brings the z_layer residual much closer to z than writing the share into the MLP output as is."""
+    import dataclasses
+
+    lm = make_lm("gemma3")
+    assert all(path and path.endswith("post_feedforward_layernorm") for path in lm.anatomy.post_mlp_norm_paths)
+    with torch.no_grad():  # MLP outputs far larger than 1, as in the real Gemma-3 (the norm then shrinks them)
+        for layer in range(lm.anatomy.num_layers):
+            lm.parameter(lm.anatomy.mlp_out_weight(layer)).mul_(30.0)
+    llama = make_lm("llama")
+    assert llama.anatomy.post_mlp_norm_paths == (None,) * llama.anatomy.num_layers
+    hparams = _hparams(corpus_file, layers=(1, 2), context_template_length_params=(), mom2_update_weight=1e-7)
+    z = compute_targets(lm, REQUESTS, hparams, context_templates(lm, ())).z
+    before = float((subject_hidden(lm, REQUESTS, 2, "subject_last") - z).norm())
+
+    def miss(anatomy) -> float:
+        lm.anatomy = anatomy
+        edit = MEMIT().compute(lm, REQUESTS, hparams)
+        edit.apply(lm)
+        result = float((subject_hidden(lm, REQUESTS, 2, "subject_last") - z).norm())
+        edit.revert(lm)
+        return result
+
+    through = miss(lm.anatomy)
+    plain = miss(dataclasses.replace(lm.anatomy, post_mlp_norm_paths=()))
+    assert through < 0.5 * before and through < 0.5 * plain, (before, plain, through)

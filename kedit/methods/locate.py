@@ -233,10 +233,15 @@ def weighted_subject_keys(lm: LoadedModel, requests: Sequence[EditRequest], laye
     return torch.einsum("t,ntk->nk", torch.tensor(weights, dtype=keys.dtype, device=keys.device), keys)
 
 
+def subject_output(lm: LoadedModel, requests: Sequence[EditRequest], module_path: str, fact_token: str) -> torch.Tensor:
+    """(n, width) output of module ``module_path`` at the subject token of each bare prompt."""
+    sequences = [subject_prefix_ids(lm, request, [SUBJECT_SLOT], fact_token)[0] for request in requests]
+    return last_token_states(lm, sequences, module_path, "output")
+
+
 def subject_hidden(lm: LoadedModel, requests: Sequence[EditRequest], layer: int, fact_token: str) -> torch.Tensor:
     """(n, d) output of block ``layer`` (the residual stream) at the subject token of each bare prompt."""
-    sequences = [subject_prefix_ids(lm, request, [SUBJECT_SLOT], fact_token)[0] for request in requests]
-    return last_token_states(lm, sequences, lm.anatomy.block_paths[layer], "output")
+    return subject_output(lm, requests, lm.anatomy.block_paths[layer], fact_token)
 
 
 # --------------------------------------------------------------------------- target value

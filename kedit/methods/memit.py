@@ -45,9 +45,11 @@ from kedit.methods.locate import (
     ValueOptimization,
     context_templates,
     subject_hidden,
+    subject_output,
     template_weights,
     weighted_subject_keys,
 )
+from kedit.methods.norm_preimage import shift_through_norm
 from kedit.methods.value_cache import cached_target_values
 from kedit.models.loading import LoadedModel
 from kedit.requests import EditRequest
@@ -226,7 +228,8 @@ def spread_over_layers(
             current = subject_hidden(lm, requests, hparams.z_layer, hparams.fact_token).to(torch.float64).T  # (d, n)
             residual = targets - current
             share = residual / (len(layers) - index)
-            delta = solve(layer, keys, share)  # (d, d_k)
+            written_share, through_norm = _mlp_output_share(lm, requests, layer, share, hparams.fact_token)
+            delta = solve(layer, keys, written_share)  # (d, d_k)
             parameter = lm.parameter(name)
             stored = lm.anatomy.as_update(delta).to(parameter.dtype)
             with torch.no_grad():
@@ -234,12 +237,13 @@ def spread_over_layers(
             deltas[name] = stored
             written = delta @ keys
             details.append({
+                **({"share_through_norm": through_norm} if through_norm is not None else {}),
                 "layer": layer,
                 "residual_norm_mean": float(residual.norm(dim=0).mean()),
                 "share_norm_mean": float(share.norm(dim=0).mean()),
                 "key_norm_mean": float(keys.norm(dim=0).mean()),
                 # how much of this layer's share ΔW actually writes at the new keys (1 = all of it)
-                "share_written": float(1 - (written - share).norm() / share.norm().clamp_min(1e-30)),
+                "share_written": float(1 - (written - written_share).norm() / written_share.norm().clamp_min(1e-30)),
                 "delta_norm": float(delta.norm()),
                 "seconds": time.perf_counter() - started,
             })
@@ -248,6 +252,19 @@ def spread_over_layers(
             for name, original in originals.items():
                 lm.parameter(name).copy_(original)
     return deltas, details
+
+
+def _mlp_output_share(lm: LoadedModel, requests: Sequence[EditRequest], layer: int, share: torch.Tensor,
+                      fact_token: str) -> tuple[torch.Tensor, float | None]:
+    """(d, n) change to write at layer ``layer``'s MLP output so the residual stream gains ``share``,
+    and the share of it reached through the layer's post-MLP norm (None: the block has none, and
+    the MLP output is the residual increment)."""
+    norm_path = lm.anatomy.post_mlp_norm_paths[layer] if lm.anatomy.post_mlp_norm_paths else None
+    if norm_path is None:
+        return share, None
+    outputs = subject_output(lm, requests, lm.anatomy.mlp_out_paths[layer], fact_token)  # (n, d)
+    change, reached = shift_through_norm(lm.module(norm_path), outputs, share.T)
+    return change.T.to(share.device), reached
 
 
 def memit_solver(moments: Mapping[int, torch.Tensor], weight: float) -> LayerSolver:

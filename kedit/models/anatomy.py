@@ -10,7 +10,10 @@ never by matching the model's name:
   whose input width is not (Llama ``down_proj``, GPT-2 ``c_proj``, GPT-J ``fc_out``, NeoX
   ``dense_4h_to_h`` all qualify);
 * final norm: the normalisation child of the module that owns the block list;
-* unembedding: ``model.get_output_embeddings()``.
+* unembedding: ``model.get_output_embeddings()``;
+* a norm between the MLP output and the residual stream, where a block has one
+  (``post_feedforward_layernorm``: Gemma-2/3, OLMo-2): the MLP output projection's output is then
+  not the residual increment, which MEMIT's layer spread must take into account.
 
 GPT-2's ``Conv1D`` stores its weight as (d_in, d_out) and computes ``x @ W``; every other layout
 stores (d_out, d_in). :attr:`Anatomy.transposed` records which, so updates written as
@@ -27,6 +30,7 @@ from torch import nn
 from kedit.errors import AnatomyError
 
 MLP_CHILD_NAMES = ("mlp", "feed_forward", "ffn")
+POST_MLP_NORM_NAMES = ("post_feedforward_layernorm",)
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,8 @@ class Anatomy:
     hidden_size: int
     key_size: int  # input width of the MLP output projection (d_k)
     transposed: bool  # True for GPT-2 style Conv1D weights stored as (d_in, d_out)
+    # per block: the norm applied to the MLP output before it joins the residual (None: none)
+    post_mlp_norm_paths: tuple[str | None, ...] = ()
 
     @property
     def num_layers(self) -> int:
@@ -175,7 +181,13 @@ def find_anatomy(model: nn.Module) -> Anatomy:
     if unembed is None or unembed_path is None:
         raise AnatomyError("the model has no output embeddings (get_output_embeddings() returned None)")
 
+    post_mlp_norms = tuple(
+        next((f"{blocks_path}.{index}.{name}" for name in POST_MLP_NORM_NAMES
+              if isinstance(getattr(block, name, None), nn.Module)), None)
+        for index, block in enumerate(blocks)
+    )
     return Anatomy(
+        post_mlp_norm_paths=post_mlp_norms,
         block_paths=tuple(f"{blocks_path}.{index}" for index in range(len(blocks))),
         mlp_out_paths=tuple(mlp_out_paths),
         final_norm_path=final_norm_path,
