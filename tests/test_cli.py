@@ -61,7 +61,7 @@ def test_methods_lists_rome():
 
 
 @pytest.mark.parametrize(("setting", "message"), [
-    ("v_lr=abc", "hyperparameter v_lr (ROMEHparams, from the overrides (--set or keyword arguments)) must be a number, "
+    ("v_lr=abc", "hyperparameter v_lr (ROMEHparams, from the overrides (--set or keyword arguments)) must be a finite number, "
                  "got 'abc'"),
     ("v_num_grad_steps=0", "v_num_grad_steps (ROMEHparams, from the overrides (--set or keyword arguments)) must be >= 1"),
     ("v_lr=-0.1", "must be > 0"),

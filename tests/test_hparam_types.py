@@ -9,7 +9,7 @@ from kedit.methods.base import get_method
 
 
 @pytest.mark.parametrize(("method", "overrides", "message"), [
-    ("rome", {"v_lr": "abc"}, "v_lr (ROMEHparams, from the overrides (--set or keyword arguments)) must be a number"),
+    ("rome", {"v_lr": "abc"}, "v_lr (ROMEHparams, from the overrides (--set or keyword arguments)) must be a finite number"),
     ("rome", {"layer": "x"}, "layer (ROMEHparams, from the overrides (--set or keyword arguments)) must be an integer or null"),
     ("rome", {"mom2_adjustment": "yes"}, "must be true or false"),
     ("memit", {"layers": [4, "five"]}, "must be a list of an integer or null"),
@@ -18,6 +18,7 @@ from kedit.methods.base import get_method
     ("memit", {"layer_fraction": 1.5}, "must be between 0 and 1"),
     ("alphaedit", {"nullspace_threshold": -0.1}, "must be >= 0"),
     ("ft-l", {"lr": 0}, "must be > 0"),
+    ("ft-l", {"lr": float("nan")}, "must be a finite number"),
     ("ft-m", {"sss_coef": -0.5}, "must be >= 0"),
     ("ike", {"k": -1}, "must be >= 0"),
 ])
@@ -30,7 +31,7 @@ def test_python_api_overrides_are_checked(method, overrides, message):
 def test_yaml_file_values_are_checked_and_the_file_is_named(tmp_path):
     path = tmp_path / "rome.yaml"
     path.write_text("v_lr: fast\n")
-    with pytest.raises(KeditError, match=f"v_lr \\(ROMEHparams, from {path}\\) must be a number, got 'fast'"):
+    with pytest.raises(KeditError, match=f"v_lr \\(ROMEHparams, from {path}\\) must be a finite number, got 'fast'"):
         get_method("rome").default_hparams(None, path)
 
 
@@ -43,3 +44,11 @@ def test_values_are_converted_where_nothing_is_lost():
     assert get_method("ike").default_hparams(None, None, {"k": 0}).k == 0
     # EasyEdit's "no bound"
     assert get_method("ft-l").default_hparams(None, None, {"norm_constraint": False}).norm_constraint is None
+
+
+def test_directly_built_fine_tuning_hparams_are_checked_the_same_way():
+    from kedit.methods.ft import FTMHparams
+
+    with pytest.raises(KeditError, match="num_steps .* must be >= 1, got 0"):
+        FTMHparams(layers=(1,), num_steps=0)
+    assert FTMHparams(layers=[1, 2], lr=1).layers == (1, 2)

@@ -60,7 +60,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -70,6 +70,7 @@ from tqdm.auto import tqdm
 from kedit.errors import KeditError
 from kedit.evaluate.scoring import encode_pair
 from kedit.methods.base import WeightEdit, register
+from kedit.methods.hparam_types import check_values
 from kedit.methods.hparams import build_hparams
 from kedit.methods.rome import ROME
 from kedit.models.batching import Batch, pad_left
@@ -102,34 +103,24 @@ class FTHparams:
     FALSE_MEANS_NONE: ClassVar[frozenset[str]] = frozenset({"norm_constraint"})  # EasyEdit's "no bound"
 
     def __post_init__(self) -> None:
-        if self.layers is not None:
-            if isinstance(self.layers, int | str) or not all(_is_integer(layer) for layer in self.layers):
-                raise KeditError(f"layers must be a list of layer indices, got {self.layers!r}")
-            layers = tuple(int(layer) for layer in self.layers)
-            if not layers or list(layers) != sorted(set(layers)):
-                raise KeditError(f"layers must be a non-empty ascending list without repeats, got {list(layers)}")
-            object.__setattr__(self, "layers", layers)
         if self.norm_constraint is False:  # EasyEdit writes `norm_constraint: false` for "no bound"
             object.__setattr__(self, "norm_constraint", None)
-        if self.norm_constraint is not None and (
-            isinstance(self.norm_constraint, bool) or not _is_real(self.norm_constraint) or not self.norm_constraint > 0
-        ):
+        # Types and the ranges every method shares (steps >= 1, lr > 0, decay >= 0, ...): the same
+        # check as for YAML and --set values, so directly built hparams are checked too.
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, value in check_values(type(self), values, {}).items():
+            object.__setattr__(self, name, value)
+        if self.layers is not None:
+            layers = self.layers
+            if not layers or list(layers) != sorted(set(layers)):
+                raise KeditError(f"layers must be a non-empty ascending list without repeats, got {list(layers)}")
+        if self.norm_constraint is not None and not self.norm_constraint > 0:
             raise KeditError(
                 f"norm_constraint (ε of the L∞ bound) must be a positive number, got {self.norm_constraint!r}; "
                 "use null / false to fine-tune without a bound"
             )
-        if not _is_real(self.sss_coef) or not 0.0 <= self.sss_coef <= 1.0:
+        if not 0.0 <= self.sss_coef <= 1.0:
             raise KeditError(f"sss_coef (C of L = (1-C) L_edit + C SSS) must be in [0, 1], got {self.sss_coef!r}")
-        if not _is_integer(self.num_steps) or self.num_steps < 1:
-            raise KeditError(f"num_steps must be a positive integer, got {self.num_steps!r}")
-        if not _is_real(self.lr) or not self.lr > 0:
-            raise KeditError(f"lr must be positive, got {self.lr!r}")
-        if not _is_real(self.weight_decay) or self.weight_decay < 0:
-            raise KeditError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if self.batch_size is not None and (not _is_integer(self.batch_size) or self.batch_size < 1):
-            raise KeditError(f"batch_size must be a positive integer (or null for all requests), got {self.batch_size!r}")
-        if not _is_real(self.early_stop_loss) or self.early_stop_loss < 0:
-            raise KeditError(f"early_stop_loss must be >= 0, got {self.early_stop_loss!r}")
 
 
 @dataclass(frozen=True)
@@ -140,14 +131,6 @@ class FTLHparams(FTHparams):
 @dataclass(frozen=True)
 class FTMHparams(FTHparams):
     pass
-
-
-def _is_integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _objective_alias(expected: str, method: str) -> Callable[[Any], tuple[None, Any]]:

@@ -17,6 +17,7 @@ coefficients, weights and thresholds >= 0, fractions in [0, 1]. A dataclass may 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -61,7 +62,7 @@ def _describe(annotation: Any) -> str:
         if len(args) == 2 and args[1] is Ellipsis:
             return f"a list of {_describe(args[0])}"
         return "[" + ", ".join(_SHORT.get(a, str(a)) for a in args) + "]"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(annotation,
+    return {int: "an integer", float: "a finite number", bool: "true or false", str: "a string"}.get(annotation,
                                                                                               str(annotation))
 
 
@@ -98,7 +99,7 @@ def _coerce(value: Any, annotation: Any) -> Any:
             return int(value)
         raise _Mismatch(_describe(annotation))
     if annotation is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
         raise _Mismatch(_describe(annotation))
     if annotation is str:
