@@ -409,3 +409,26 @@ def test_gemma3_spread_writes_through_the_post_mlp_norm(make_lm, corpus_file):
     through = miss(lm.anatomy)
     plain = miss(dataclasses.replace(lm.anatomy, post_mlp_norm_paths=()))
     assert through < 0.5 * before and through < 0.5 * plain, (before, plain, through)
+
+
+def test_prompt_key_source_writes_at_each_bare_prompts_own_key(make_lm, corpus_file):
+    """key_source="prompt": the spread's keys are the bare prompts' keys (not the template mean), so
+    with λ → 0 and one layer the edited MLP writes its share exactly at the key the prompt makes."""
+    from kedit.errors import KeditError
+    from kedit.methods.locate import mlp_keys
+    from kedit.methods.memit import spread_keys
+
+    lm = make_lm("llama")
+    hparams = _hparams(corpus_file, layers=(1,), key_source="prompt", mom2_update_weight=1e-7,
+                       context_template_length_params=((3, 2),))
+    templates = context_templates(lm, hparams.context_template_length_params)
+    bare = mlp_keys(lm, 1, [r.text for r in REQUESTS],
+                    [subject_token_index(lm.tokenizer, r.prompt, r.subject) for r in REQUESTS])
+    assert torch.allclose(spread_keys(lm, REQUESTS, 1, templates, hparams), bare, atol=1e-5)
+    mean = spread_keys(lm, REQUESTS, 1, templates, dataclasses.replace(hparams, key_source="templates"))
+    assert float((mean - bare).norm()) > 1e-3  # the two sources differ on these prompts
+    edit = MEMIT().compute(lm, REQUESTS, hparams)
+    details = edit.info["layer_details"][0]
+    assert details["share_written"] == pytest.approx(1.0, abs=1e-4)
+    with pytest.raises(KeditError, match="key_source 'nope' is not one of"):
+        _hparams(corpus_file, key_source="nope")

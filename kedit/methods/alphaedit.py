@@ -35,7 +35,7 @@ import torch
 from kedit.errors import KeditError
 from kedit.methods.base import Edit, EditSession, WeightEdit, register
 from kedit.methods.hparams import build_hparams
-from kedit.methods.locate import context_templates, template_weights, weighted_subject_keys
+from kedit.methods.locate import context_templates
 from kedit.methods.memit import (
     SPREAD_ALIASES,
     LayerSolver,
@@ -43,6 +43,7 @@ from kedit.methods.memit import (
     check_layers,
     derive_layers,
     spread_edit,
+    spread_keys,
 )
 from kedit.models.loading import LoadedModel
 from kedit.requests import EditRequest
@@ -132,10 +133,8 @@ class AlphaEditSession(EditSession):
         requests = list(getattr(edit, "requests", ()))
         if not requests:
             return
-        weights = template_weights(self.hparams.context_template_length_params)
         for layer in self.layers:
-            keys = weighted_subject_keys(self.lm, requests, layer, self.templates, weights,
-                                         self.hparams.fact_token).to(torch.float64)  # (n, d_k)
+            keys = spread_keys(self.lm, requests, layer, self.templates, self.hparams).to(torch.float64)  # (n, d_k)
             gram = keys.T @ keys
             self.accumulated[layer] = self.accumulated[layer] + gram if layer in self.accumulated else gram
         self.edits_applied += len(requests)

@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 
 # (layer, keys K (d_k, n) float64, residual share R_l (d, n) float64) -> ΔW (d, d_k) float64
 LayerSolver = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+KEY_SOURCES = ("templates", "prompt")
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,13 @@ class SpreadHparams:
     z_cache: bool = True  # reuse z from $KEDIT_HOME/target_values when nothing it depends on changed
     z_requests_per_chunk: int = 32  # requests optimised together in one forward (speed only)
     z_chunk_token_budget: int = 2048  # padded tokens per chunk step (speed and memory only)
+    # the keys the spread writes at: "templates" (MEMIT's D.9 mean over the context templates, the
+    # bare prompt weighing 1/2) or "prompt" (the bare prompt's own key, as ROME's original form)
+    key_source: str = "templates"
 
     def __post_init__(self) -> None:
+        if self.key_source not in KEY_SOURCES:
+            raise KeditError(f"key_source {self.key_source!r} is not one of {KEY_SOURCES}")
         if self.layers is not None:
             layers = tuple(int(layer) for layer in self.layers)
             if not layers or list(layers) != sorted(set(layers)):
@@ -199,6 +205,17 @@ def compute_targets(lm: LoadedModel, requests: Sequence[EditRequest], hparams: S
     return Targets(z=z, info=info)
 
 
+def spread_keys(lm: LoadedModel, requests: Sequence[EditRequest], layer: int, templates: Sequence[str],
+                hparams: SpreadHparams) -> torch.Tensor:
+    """(n, d_k) keys the spread writes at (``hparams.key_source``): MEMIT's template-weighted keys
+    (D.9), or the bare prompt's own (templates[0] is the bare "{}"). z is always optimised after
+    every template."""
+    if hparams.key_source == "prompt":
+        return weighted_subject_keys(lm, requests, layer, templates[:1], [1.0], hparams.fact_token)
+    weights = template_weights(hparams.context_template_length_params)
+    return weighted_subject_keys(lm, requests, layer, templates, weights, hparams.fact_token)
+
+
 def spread_over_layers(
     lm: LoadedModel,
     requests: Sequence[EditRequest],
@@ -215,6 +232,7 @@ def spread_over_layers(
     if len(weights) != len(templates):
         raise KeditError(f"{len(templates)} context templates for length params "
                          f"{hparams.context_template_length_params}: the template cache is inconsistent")
+
     names = [lm.anatomy.mlp_out_weight(layer) for layer in layers]
     originals = {name: lm.parameter(name).detach().clone() for name in names}
     targets = z.to(lm.device, torch.float64).T  # (d, n)
@@ -223,8 +241,7 @@ def spread_over_layers(
     try:
         for index, (layer, name) in enumerate(zip(layers, names, strict=True)):
             started = time.perf_counter()
-            keys = weighted_subject_keys(lm, requests, layer, templates, weights, hparams.fact_token)
-            keys = keys.to(torch.float64).T  # (d_k, n)
+            keys = spread_keys(lm, requests, layer, templates, hparams).to(torch.float64).T  # (d_k, n)
             current = subject_hidden(lm, requests, hparams.z_layer, hparams.fact_token).to(torch.float64).T  # (d, n)
             residual = targets - current
             share = residual / (len(layers) - index)
