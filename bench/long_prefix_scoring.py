@@ -17,8 +17,8 @@ from unittest import mock
 
 import kedit
 from kedit.cli_bench import load_bench_data
-from kedit.evaluate import scoring
 from kedit.evaluate.runner import case_probes
+from kedit.models import scoring
 
 
 def demonstrations(cases, tokenizer, tokens: int) -> str:
@@ -51,7 +51,7 @@ def main() -> None:
     cases = list(load_bench_data(args.data, args.n, 0).cases)
     pairs = [pair for case in cases for pair in case_probes(case).pairs]
     prefix = demonstrations(cases, lm.tokenizer, args.prefix_tokens)
-    lm.push_prompt_context(lambda shown: [prefix] * len(shown))
+    lm.push_prompt_context(lambda shown: [prefix] * len(shown), "bench-prefix")
     scoring.score(lm, pairs[:2])  # warm-up
     tree_seconds, tree = timed(lm, pairs, packed=True)
     padded_seconds, padded = timed(lm, pairs, packed=False)

@@ -42,8 +42,8 @@ import torch
 
 import kedit
 from kedit.evaluate.runner import case_probes, case_record, run_bench, score_groups
-from kedit.evaluate.scoring import TargetScore, encode_pair, score
 from kedit.methods.hparams import parse_override
+from kedit.models.scoring import TargetScore, encode_pair, score
 
 
 def load(args: argparse.Namespace):

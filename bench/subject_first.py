@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 import kedit
-from kedit.evaluate.scoring import score
 from kedit.methods.locate import subject_token_index
+from kedit.models.scoring import score
 
 FACTS = (
     ("Windows is an operating system developed by", "Windows", "Google", "Microsoft"),

@@ -3,37 +3,17 @@
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from kedit.errors import KeditError, KeditWarning
-from kedit.evaluate.metrics import token_accuracy
-from kedit.evaluate.scoring import score
-from kedit.methods import get_method
-from kedit.methods.base import Edit, Method, WeightEdit, hparams_dict, open_session
-from kedit.methods.outcome import check_targets
+from kedit.edits import Edit, EditStack
+from kedit.errors import KeditError
+from kedit.methods import method_for
+from kedit.methods.base import Method, open_session
+from kedit.methods.outcome import check_targets, warn_known_targets
 from kedit.models.loading import LoadedModel
 from kedit.requests import Case, EditRequest, as_requests
-
-
-def warn_known_targets(lm: LoadedModel, requests: list[EditRequest]) -> list[int]:
-    """Warn about requests whose new target the model already predicts; return their indices."""
-    scored = score(lm, [(r.text, r.target_new) for r in requests])
-    known = [i for i, s in enumerate(scored) if token_accuracy(s) == 1.0]
-    for index in known:
-        request = requests[index]
-        warnings.warn(
-            f"request {index}: the model already answers {request.target_new!r} to {request.text!r}; "
-            "the edit will change little",
-            KeditWarning,
-            stacklevel=3,
-        )
-    return known
-
 
 MODES = ("batch", "sequential")
 
@@ -60,7 +40,8 @@ def edit(
     the model edited by the previous ones. ``mode="sequential"`` edits ``batch_size`` requests at
     a time, each group computed on the model carrying every earlier group (through the method's
     session, so statistics are computed once and AlphaEdit accumulates earlier keys); the result
-    is one edit holding the summed weight change.
+    is one edit standing for the sequence, made by its kind's ``combine`` (the summed weight change;
+    for IKE one memory holding every fact).
 
     Before it is returned the edit is checked on the model: a request whose new target the edited
     model does not predict raises a ``KeditWarning`` and is marked False in
@@ -71,7 +52,7 @@ def edit(
     if batch_size < 1:
         raise KeditError(f"batch_size must be at least 1, got {batch_size}")
     request_list = as_requests(requests)
-    chosen = get_method(method)
+    chosen = method_for(lm, method)
     hparams = chosen.default_hparams(lm, hparams_file, overrides)
     warn_known_targets(lm, request_list)
     started = time.perf_counter()
@@ -79,8 +60,7 @@ def edit(
         result = chosen.compute(lm, request_list, hparams)
     else:
         result = _sequential(chosen, lm, hparams, request_list, batch_size)
-    if hasattr(result, "info"):
-        result.info["seconds"] = time.perf_counter() - started
+    result.info["seconds"] = time.perf_counter() - started
     check_targets(lm, result, stacklevel=2)
     if apply:
         result.apply(lm)
@@ -88,32 +68,21 @@ def edit(
 
 
 def _sequential(method: Method, lm: LoadedModel, hparams: Any, requests: list[EditRequest],
-                batch_size: int) -> WeightEdit:
-    """Groups of ``batch_size`` requests applied one after another; the model is restored and the
-    summed change returned (its apply gives the sequence's weights up to float rounding)."""
+                batch_size: int) -> Edit:
+    """Groups of ``batch_size`` requests kept one after another (:class:`EditStack`), each computed on
+    the model carrying the earlier ones; the model is restored and one edit standing for the whole
+    sequence returned (the kind's ``combine``: summed deltas, one memory of facts, the swaps in order)."""
     session = open_session(method, lm, hparams)
     steps: list[Edit] = []
-    try:
+    with EditStack(lm) as stack:
         for start in range(0, len(requests), batch_size):
             step = session.compute(requests[start:start + batch_size])
-            if not isinstance(step, WeightEdit):
-                raise KeditError(f"{method.name} does not change weights; sequential mode needs a weight edit "
-                                 "(use mode='batch')")
-            step.apply(lm)
+            stack.push(step)
             steps.append(step)
             session.applied(step)
-        totals: dict[str, torch.Tensor] = {}
-        for step in steps:
-            for name, delta in step.deltas.items():
-                totals[name] = totals[name] + delta if name in totals else delta.clone()
-    finally:
-        for step in reversed(steps):
-            step.revert(lm)
-    return WeightEdit(
-        method=method.name,
-        requests=tuple(requests),
-        hparams=hparams_dict(hparams),
-        deltas=totals,
-        base_fingerprint=lm.fingerprint,
-        info={"mode": "sequential", "batch_size": batch_size, "steps": [step.info for step in steps]},
-    )
+    kinds = {type(step) for step in steps}
+    if len(kinds) > 1:
+        raise KeditError(f"{method.name} returned edits of several kinds in one sequence; they cannot be combined")
+    result = type(steps[0]).combine(steps)
+    result.info.update({"mode": "sequential", "batch_size": batch_size, "steps": [step.info for step in steps]})
+    return result

@@ -197,14 +197,14 @@ def _prompts(request_text: str, rephrases: Sequence[str], probes: Sequence[str])
 
 
 def _top_tokens(lm: Any, prompts: Sequence[Prompt]) -> list[list[tuple[str, float]]]:
-    from kedit.evaluate.scoring import top_next_tokens
+    from kedit.models.scoring import top_next_tokens
 
     return top_next_tokens(lm, [prompt.text for prompt in prompts], k=TOP_K)
 
 
 def _first_target_token(lm: Any, prompt: str, target: str) -> str:
     """The target's first token as the model would produce it after ``prompt`` (the one to highlight)."""
-    from kedit.evaluate.scoring import encode_pair
+    from kedit.models.scoring import encode_pair
 
     _, target_ids = encode_pair(lm.tokenizer, prompt, target)
     return lm.tokenizer.decode(target_ids[:1])
@@ -288,26 +288,29 @@ def edit(
     # With --json every stray print (ours or a library's) goes to stderr; stdout gets the JSON alone.
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
         lm, load_seconds = _load(model, device, log)
-        if book is not None:
-            log.print(f"applied the ledger's {len(book.apply(lm).ids)} edit(s); the edit is computed on top of them")
+        chain = book.apply(lm) if book is not None else None
+        if chain is not None:
+            log.print(f"applied the ledger's {len(chain.ids)} edit(s); the edit is computed on top of them")
         before = _top_tokens(lm, prompts)
         highlights = [_first_target_token(lm, p.text, request.target_new) for p in prompts]
         if not as_json:
             out.print(_top_tokens_table("Before the edit", prompts, before, highlights))
         started = time.perf_counter()
         with log.status(f"computing the {escape(method)} edit …"):
-            result = kedit.edit(lm, method, request, hparams_file=hparams, apply=True, **overrides)
+            result = kedit.edit(lm, method, request, hparams_file=hparams, apply=chain is None, **overrides)
+            if chain is not None:
+                chain.stack.push(result)  # on top of the ledger's edits, as a replay of the ledger will put it
         edit_seconds = time.perf_counter() - started
         log.print(f"edit computed and applied in {edit_seconds:.1f} s")
         after = _top_tokens(lm, prompts)
         started = time.perf_counter()
-        records = kedit.evaluate(lm, [case], result)
+        records = kedit.evaluate(lm, [case], result, stack=chain.stack if chain is not None else None)
         eval_seconds = time.perf_counter() - started
         summary = kedit.summarize(records)
         saved = result.save(save) if save else None
         if saved:
             log.print(f"edit saved to {escape(str(saved))}")
-        entry = book.append(result, lm) if book is not None else None
+        entry = book.append(result, lm, chain) if book is not None else None
         if entry is not None:
             log.print(f"edit appended to the ledger {escape(str(ledger))} as {entry.id}")
 
@@ -316,7 +319,7 @@ def edit(
             "model": {"name": model, "fingerprint": lm.fingerprint, "device": str(lm.device),
                       "start_token": lm.start_token},
             "method": method,
-            "hparams": dict(getattr(result, "hparams", {}) or {}),
+            "hparams": dict(result.hparams),
             "request": request.to_dict(),
             "prompts": [
                 {"role": p.role, "text": p.text, "pre": _token_dicts(b), "post": _token_dicts(a)}

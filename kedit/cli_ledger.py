@@ -206,8 +206,8 @@ def apply(
     device: DeviceOption = "cpu",
 ) -> None:
     """Apply the chain to the base model in order and check the fingerprint it reaches."""
-    from kedit.evaluate.scoring import top_next_tokens
     from kedit.ledger import Ledger
+    from kedit.models.scoring import top_next_tokens
 
     book = Ledger.open(ledger)
     lm = _load_base(book, model, device)

@@ -29,9 +29,9 @@ from kedit.api import edit as compute_edit
 from kedit.data.demo import demo_cases
 from kedit.errors import KeditError, KeditWarning
 from kedit.evaluate.evaluation import evaluate, summarize
-from kedit.evaluate.scoring import top_next_tokens
 from kedit.methods import Edit, get_method
 from kedit.models.loading import DEFAULT_MODEL, LoadedModel, load_model
+from kedit.models.scoring import top_next_tokens
 from kedit.paths import atomic_path, write_json_atomic
 from kedit.reports import demo_report, write_plots
 from kedit.requests import Case
@@ -98,8 +98,7 @@ def edit_and_measure(
             "post": _top_tokens_with(lm, edit, case.request.text),
         }
         evaluate_seconds = time.perf_counter() - started
-    info = getattr(edit, "info", {}) or {}
-    record["edit"] = {"method": edit.method, **{k: v for k, v in info.items() if k != "seconds"}}
+    record["edit"] = {"method": edit.method, **{k: v for k, v in edit.info.items() if k != "seconds"}}
     record["seconds"] = {"edit": edit_seconds, "evaluate": evaluate_seconds}
     record["warnings"] = [f"{w.category.__name__}: {w.message}" for w in caught]
     return record, edit
@@ -211,7 +210,7 @@ def run_demo(
         for index, case in enumerate(cases):
             listener.case_started(index, len(cases), case)
             record, edit = edit_and_measure(lm, case, method, overrides, hparams_file)
-            hparams = hparams or getattr(edit, "hparams", None)
+            hparams = hparams or edit.hparams
             _append_line(handle, record)
             records.append(record)
             listener.case_finished(index, len(cases), record)

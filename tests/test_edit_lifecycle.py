@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import kedit
+from kedit.edits import DELTAS_FILE, EDIT_MANIFEST
 from kedit.errors import EditStateError, KeditError
 from kedit.methods import WeightEdit, load_edit
-from kedit.methods.base import DELTAS_FILE, EDIT_MANIFEST
 from kedit.models import weights_fingerprint
 from kedit.requests import EditRequest
 

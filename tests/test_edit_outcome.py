@@ -9,13 +9,13 @@ import pytest
 import torch
 
 import kedit
+from kedit.edits import WeightEdit
 from kedit.errors import KeditWarning
 from kedit.evaluate.run_files import RESULTS_FILE, recover_lines
 from kedit.evaluate.runner import run_bench
-from kedit.evaluate.scoring import encode_pair, score
-from kedit.methods.base import WeightEdit
 from kedit.methods.outcome import check_targets
 from kedit.models.batching import encode, pad_left
+from kedit.models.scoring import encode_pair, score
 from kedit.models.tracing import final_hidden
 from kedit.requests import Case, EditRequest
 

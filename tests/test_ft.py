@@ -11,7 +11,6 @@ import torch
 
 import kedit
 from kedit.errors import KeditError
-from kedit.evaluate.scoring import encode_pair, score
 from kedit.methods import ft as ft_module
 from kedit.methods import get_method
 from kedit.methods.ft import (
@@ -27,6 +26,7 @@ from kedit.methods.ft import (
 )
 from kedit.models import weights_fingerprint
 from kedit.models.batching import pad_left
+from kedit.models.scoring import encode_pair, score
 from kedit.models.tracing import final_hidden, logits_from_hidden
 from kedit.requests import EditRequest
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from kedit.errors import EditStateError, KeditError, KeditWarning
-from kedit.evaluate.generation import generate
-from kedit.evaluate.scoring import score, top_next_tokens
 from kedit.methods import get_method, load_edit
 from kedit.methods.ike import IKE, IKEEdit, IKEHparams, build_pool, case_demonstrations, nearest
+from kedit.models.generation import generate
+from kedit.models.scoring import score, top_next_tokens
 from kedit.requests import Case, EditRequest, LocalityProbe
 
 FACT = "New Fact: {fact}\nPrompt: {prompt} {answer}\n\n"
@@ -69,10 +69,11 @@ class ToyEmbedder:
         return torch.tensor([self.vectors[text] for text in texts], dtype=torch.float32)
 
 
-def compute(requests, k=3, retrieval="fact", pool=(CASE_A, CASE_B), embedder=None, **extra) -> IKEEdit:
+def compute(requests, k=3, retrieval="fact", pool=(CASE_A, CASE_B), embedder=None, lm=None, **extra) -> IKEEdit:
+    """An IKE edit for ``lm`` (the edit is bound to its fingerprint); without one, for a stand-in."""
     method = IKE(embedder=embedder or ToyEmbedder(VECTORS), pool_cases=pool)
     hparams = IKEHparams(k=k, retrieval=retrieval, **extra)
-    return method.compute(_FakeLM(), list(requests), hparams)
+    return method.compute(lm or _FakeLM(), list(requests), hparams)
 
 
 class _FakeLM:
@@ -135,7 +136,7 @@ def test_apply_prefixes_scoring_and_generation_exactly_and_revert_is_bit_exact(l
     pairs = [(R1.text, R1.target_new), ("The Colosseum is located in", "Rome"), (R1.text, "French")]
     before = score(lm, pairs)
     top_before = top_next_tokens(lm, [R1.text])
-    edit = compute([R1], k=1)  # one demonstration: the text stays within the tiny models' 128 positions
+    edit = compute([R1], k=1, lm=lm)  # one demonstration: the text stays within the tiny models' 128 positions
     context = A_UPDATE + R1_QUERY
     assert edit.contexts([R1.text]) == [context]
 
@@ -164,7 +165,7 @@ def test_apply_prefixes_scoring_and_generation_exactly_and_revert_is_bit_exact(l
 
 def test_contexts_stack_and_revert_in_reverse_order(make_lm):
     lm = make_lm("gpt2")
-    first, second = compute([R1], k=1), compute([R2], k=1)
+    first, second = compute([R1], k=1, lm=lm), compute([R2], k=1, lm=lm)
     first.apply(lm)
     second.apply(lm)
     query = "Where did Einstein work?"
@@ -275,7 +276,7 @@ def test_evaluate_measures_with_the_context_and_leaves_the_model_as_found(make_l
 
     lm = make_lm("llama")
     case = Case(R1, locality=(LocalityProbe("The Colosseum is located in", "Rome"),))
-    edit = compute([R1], k=1)
+    edit = compute([R1], k=1, lm=lm)
     context = edit.contexts(["any"])[0]
     record = evaluate(lm, [case], edit)[0]
     assert not edit.is_applied and lm.prompt_contexts == ()

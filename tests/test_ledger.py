@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 import kedit.ledger.storage as storage
 from kedit.cli import app
+from kedit.edits import DELTAS_FILE, WeightEdit
 from kedit.ledger import ENTRIES_DIR, ENTRY_FILE, INDEX_FILE, Ledger, LedgerError, export_merged
-from kedit.methods.base import DELTAS_FILE, WeightEdit
 from kedit.models import load_model, weights_fingerprint
 from kedit.requests import EditRequest
 from tests.tiny_models import build_model, train_tokenizer
@@ -157,19 +157,6 @@ def test_a_different_model_or_a_stale_state_is_refused(chain, make_lm):
     with pytest.raises(LedgerError, match="computed on the state after entry e0001"):
         book.append(_edit(base, (2,), seed=8), base)
     assert [link.id for link in Ledger.open(book.root).entries] == ["e0001", "e0002", "e0003"]
-
-
-def test_a_non_weight_edit_is_refused(chain, make_lm):
-    book, _ = chain
-
-    class PromptEdit:  # an edit that changes no weights (IKE-like)
-        method = "ike"
-
-        def manifest(self):
-            return {"kind": "in-context"}
-
-    with pytest.raises(LedgerError, match="weight edits only; this ike edit \\(in-context\\)"):
-        book.append(PromptEdit(), make_lm("llama"))
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate"])

@@ -10,9 +10,9 @@ import math
 import pytest
 import torch
 
+from kedit.edits import WeightEdit
 from kedit.methods import get_method
 from kedit.methods import value_cache as value_cache_module
-from kedit.methods.base import WeightEdit
 from kedit.methods.locate import (
     ValueOptimization,
     context_templates,

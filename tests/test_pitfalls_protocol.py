@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 
 import kedit.pitfalls.probability as probability
 from kedit.errors import DataError, EditStateError, KeditError, KeditWarning
-from kedit.evaluate.scoring import score
 from kedit.methods import WeightEdit
 from kedit.methods.base import _REGISTRY, register
 from kedit.models import weights_fingerprint
+from kedit.models.scoring import score
 from kedit.pitfalls.conflict import (
     NEW_EXPLICIT,
     NEW_IMPLICIT,

@@ -25,8 +25,8 @@ from typer.testing import CliRunner
 import kedit
 from kedit.cli import app
 from kedit.demo import write_report as write_demo_report
+from kedit.edits import WeightEdit
 from kedit.evaluate.evaluation import evaluate, summarize
-from kedit.methods.base import WeightEdit
 from kedit.models import prepare_model
 from kedit.reports.comparison import PROBABILITY, SURVEY, TOKEN, curves, metric_series, run_labels
 from kedit.reports.formatting import format_probability, format_score

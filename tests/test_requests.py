@@ -7,9 +7,9 @@ import warnings
 import pytest
 import torch
 
-from kedit.api import warn_known_targets
 from kedit.errors import KeditWarning, RequestError
 from kedit.evaluate import score
+from kedit.methods.outcome import warn_known_targets
 from kedit.models import prepare_model
 from kedit.requests import Case, EditRequest, LocalityProbe, as_requests
 

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import kedit
+from kedit.edits import WeightEdit
 from kedit.evaluate import runner as runner_module
 from kedit.evaluate.run_files import (
     CURVE_FILE,
@@ -31,7 +32,7 @@ from kedit.evaluate.run_files import (
 from kedit.evaluate.runner import parse_mode, run_bench
 from kedit.evaluate.survey import held_out_probe_case
 from kedit.methods import load_edit
-from kedit.methods.base import WeightEdit, register
+from kedit.methods.base import register
 from kedit.methods.hparams import build_hparams
 from kedit.reports.runs import read_run
 from kedit.requests import Case, EditRequest, LocalityProbe

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kedit.evaluate import score
-from kedit.evaluate.scoring import prefix_hosts
+from kedit.models.scoring import prefix_hosts
 
 PAIRS = [
     ("The Eiffel Tower is located in the city of", "Paris"),
@@ -83,8 +83,8 @@ def test_prefix_hosts_maps_each_sequence_to_its_longest_extension():
 def test_tree_packed_scoring_runs_each_distinct_prefix_once_with_unchanged_scores(make_lm, architecture, monkeypatch):
     """Pairs sharing a prompt (with a one-token and a longer target, or the same pair twice) and
     prompts sharing a beginning are packed as one trie: every distinct prefix is one column."""
-    from kedit.evaluate import scoring
-    from kedit.evaluate.scoring import encode_pair
+    from kedit.models import scoring
+    from kedit.models.scoring import encode_pair
 
     lm = make_lm(architecture)
     prompt = "The Eiffel Tower is located in the city of"
@@ -108,7 +108,7 @@ def test_tree_packed_scoring_runs_each_distinct_prefix_once_with_unchanged_score
 def test_padded_fallback_reads_prefix_pairs_from_one_row_with_unchanged_scores(lm, monkeypatch):
     """Where a tree mask is not exact (a short sliding window), inputs are left-padded; a pair whose
     input prefixes another's is still read from that row."""
-    from kedit.evaluate import scoring
+    from kedit.models import scoring
 
     prompt = "The Eiffel Tower is located in the city of"
     one_token = next(word for word in ("Rome", "Paris", "a", "the")

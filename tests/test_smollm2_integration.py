@@ -10,8 +10,8 @@ import pytest
 import kedit
 from kedit.data import demo_cases
 from kedit.evaluate.metrics import token_accuracy
-from kedit.evaluate.scoring import encode_pair, score, top_next_tokens
 from kedit.models.fingerprint import weights_fingerprint
+from kedit.models.scoring import encode_pair, score, top_next_tokens
 from tests.requirements import require
 
 pytestmark = pytest.mark.slow

@@ -10,10 +10,10 @@ import torch
 
 import kedit
 from kedit.errors import ModelLoadError
-from kedit.evaluate.scoring import score
 from kedit.methods.locate import context_templates, mlp_keys, optimize_target_value, subject_token_index
 from kedit.methods.rome import ROME, rank_one_update
 from kedit.models import prepare_model
+from kedit.models.scoring import score
 from kedit.models.start_token import added_start_token, choose_start_token, with_start_token
 from kedit.models.tracing import capture_inputs
 from kedit.requests import EditRequest

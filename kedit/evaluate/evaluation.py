@@ -11,10 +11,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kedit.edits import Edit, EditStack
 from kedit.evaluate import metrics as m
-from kedit.evaluate.generation import generate
-from kedit.evaluate.scoring import TargetScore, score
+from kedit.models.generation import generate
 from kedit.models.loading import LoadedModel
+from kedit.models.scoring import TargetScore, score
 from kedit.requests import Case
 
 
@@ -95,8 +96,9 @@ def _fluency(lm: LoadedModel, cases: Sequence[Case], max_new_tokens: int, seed: 
 def evaluate(
     lm: LoadedModel,
     cases: Iterable[Case],
-    edit: Any | None = None,
+    edit: Edit | None = None,
     *,
+    stack: EditStack | None = None,
     fluency: bool = False,
     max_new_tokens: int = 40,
     seed: int = 0,
@@ -104,26 +106,33 @@ def evaluate(
     """Evaluate ``cases`` on the unedited model and, when ``edit`` is given, on the edited one.
 
     The model is left in the state it was found in (an applied edit stays applied). Without an
-    edit only the ``pre`` state is measured. Each record holds, per protocol, a ``pre`` and a
+    edit only the ``pre`` state is measured. ``stack`` is the :class:`~kedit.edits.EditStack` that
+    holds (or will hold) the edit when it sits on other kept edits (a ledger's chain): the edit is
+    taken off and put on through it, as the stack would combine it. Each record holds, per protocol, a ``pre`` and a
     ``post`` dict; locality (token protocol) exists only for ``post``, because it is agreement
     with the unedited model.
     """
     cases = list(cases)
     pairs, layouts = layout_probes(cases)
-    was_applied = bool(edit is not None and edit.is_applied)
+    stack = stack if stack is not None else EditStack(lm)
+    on_top = edit is not None and bool(stack.edits) and stack.edits[-1] is edit
+    was_applied = bool(edit is not None and (edit.is_applied or on_top))
     if was_applied:
-        edit.revert(lm)
+        stack.pop() if on_top else edit.revert(lm)
     try:
         before = score(lm, pairs)
         fluency_before = _fluency(lm, cases, max_new_tokens, seed) if fluency else None
         after = fluency_after = None
         if edit is not None:
-            edit.apply(lm)
+            stack.push(edit)
             after = score(lm, pairs)
             fluency_after = _fluency(lm, cases, max_new_tokens, seed) if fluency else None
     finally:
-        if edit is not None and edit.is_applied != was_applied:
-            (edit.apply if was_applied else edit.revert)(lm)
+        pushed = edit is not None and bool(stack.edits) and stack.edits[-1] is edit
+        if edit is not None and was_applied and not pushed:
+            stack.push(edit)
+        elif pushed and not was_applied:
+            stack.pop()
 
     records = []
     for index, (case, layout) in enumerate(zip(cases, layouts, strict=True)):

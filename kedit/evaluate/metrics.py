@@ -18,7 +18,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from kedit.evaluate.scoring import TargetScore
+from kedit.models.scoring import TargetScore
 
 TOKEN_PROTOCOL = "token"
 PROBABILITY_PROTOCOL = "probability"

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from kedit.api import warn_known_targets
+from kedit.edits import Edit, EditStack
 from kedit.errors import KeditError, KeditWarning
 from kedit.evaluate.evaluation import ProbeLayout, layout_probes, summarize
 from kedit.evaluate.evaluation import case_record as evaluation_case_record
@@ -54,12 +54,12 @@ from kedit.evaluate.run_files import (
     stored_edit_dirs,
     write_lines_atomic,
 )
-from kedit.evaluate.scoring import TargetScore, score
 from kedit.evaluate.survey import HELD_OUT, held_out_block, held_out_probe_case, survey_summary
-from kedit.methods import get_method, load_edit
-from kedit.methods.base import Edit, hparams_dict, open_session
-from kedit.methods.outcome import TARGETS_REACHED, check_targets, record_outcome
+from kedit.methods import load_edit, method_for
+from kedit.methods.base import hparams_dict, open_session
+from kedit.methods.outcome import TARGETS_REACHED, record_outcome, warn_known_targets
 from kedit.models.loading import LoadedModel
+from kedit.models.scoring import TargetScore, score
 from kedit.paths import write_json_atomic
 from kedit.requests import Case
 
@@ -208,8 +208,7 @@ def _timed(clock: _Clock, phase: str, function: Callable[[], Any]) -> Any:
 
 def _edit_info(edit: Edit) -> dict[str, Any]:
     # Timings vary run to run; the record keeps them under "seconds", not in the edit's info.
-    info = getattr(edit, "info", None) or {}
-    return {key: value for key, value in info.items() if key not in ("seconds", "bench_case_key")}
+    return {key: value for key, value in edit.info.items() if key not in ("seconds", "bench_case_key")}
 
 
 def _unit_records(plan: _Plan, indices: Sequence[int], before: Mapping[int, list[TargetScore]],
@@ -284,7 +283,7 @@ def _run_units(plan: _Plan, clock: _Clock) -> None:
     held_before = _timed(clock, "pre_evaluation", lambda: score_groups(plan.lm, plan.held_out, plan.eval_batch))
     # One session for the run: what a method computes once (AlphaEdit's projectors) is reused by every
     # unit. ``applied`` is never called, since each unit's edit is reverted before the next.
-    session = open_session(get_method(plan.method), plan.lm, plan.hparams)
+    session = open_session(method_for(plan.lm, plan.method), plan.lm, plan.hparams)
     with _bar(plan, n - len(missing)) as bar:
         _edit_units(plan, session, clock, bar, units, missing, before, held_before)
 
@@ -337,28 +336,8 @@ def _edit_units(plan: _Plan, session: Any, clock: _Clock, bar: tqdm, units: Sequ
         bar.update(len(written))
 
 
-class _Restorer:
-    """Copies of every parameter a sequence of kept edits touched, taken before the first touch."""
-
-    def __init__(self, lm: LoadedModel) -> None:
-        self.lm = lm
-        self.originals: dict[str, torch.Tensor] = {}
-
-    def before_apply(self, edit: Edit) -> None:
-        for name in getattr(edit, "deltas", {}):
-            if name not in self.originals:
-                self.originals[name] = self.lm.parameter(name).detach().clone()
-
-    @torch.no_grad()
-    def restore(self) -> None:
-        for name, original in self.originals.items():
-            self.lm.parameter(name).copy_(original)
-        self.originals.clear()
-
-
-def _keep(edit: Edit, plan: _Plan, session: Any, restorer: _Restorer) -> None:
-    restorer.before_apply(edit)
-    edit.apply(plan.lm)
+def _keep(edit: Edit, session: Any, stack: EditStack) -> None:
+    stack.push(edit)
     session.applied(edit)
 
 
@@ -368,7 +347,7 @@ def _steps(plan: _Plan) -> list[list[int]]:
     return [list(range(start, min(start + unit, n))) for start in range(0, n, unit)]
 
 
-def _replay(plan: _Plan, session: Any, restorer: _Restorer, clock: _Clock,
+def _replay(plan: _Plan, session: Any, stack: EditStack, clock: _Clock,
             reached_at_edit: dict[int, bool], notes: dict[int, list[str]]) -> list[float]:
     """Re-apply the stored edits in order (sha256-checked by ``load_edit``); return their edit seconds
     and put what each edit's target check found and the warnings it raised (both stored in its
@@ -381,12 +360,12 @@ def _replay(plan: _Plan, session: Any, restorer: _Restorer, clock: _Clock,
     for number, folder in enumerate(tqdm(stored, desc="replaying stored edits", unit="edit", leave=False,
                                          disable=not plan.progress or not stored, file=sys.stderr)):
         edit = load_edit(folder)
-        info = getattr(edit, "info", {}) or {}
+        info = edit.info
         expected = plan.keys[steps[number][0]]
         if info.get("bench_case_key") != expected:
             raise ResumeError(f"{folder} is the edit of case {info.get('bench_case_key')!r}, "
                               f"but edit {number} of this run starts with case {expected!r}")
-        _timed(clock, "replay", lambda e=edit: _keep(e, plan, session, restorer))
+        _timed(clock, "replay", lambda e=edit: _keep(e, session, stack))
         seconds.append(float(info.get("seconds", 0.0)))
         for index, ok in zip(steps[number], info.get(TARGETS_REACHED) or [], strict=False):
             reached_at_edit[index] = bool(ok)
@@ -411,8 +390,8 @@ def _checkpoint(plan: _Plan, records: Sequence[dict[str, Any]], count: int) -> N
 
 def _run_sequential(plan: _Plan, clock: _Clock, restore: bool) -> None:
     """Sequential mode: replay stored edits, keep editing, checkpoint every E cases, write final records."""
-    session = open_session(get_method(plan.method), plan.lm, plan.hparams)
-    restorer = _Restorer(plan.lm)
+    session = open_session(method_for(plan.lm, plan.method), plan.lm, plan.hparams)
+    stack = EditStack(plan.lm)
     n = len(plan.probes)
     steps = _steps(plan)
     curve_done = {line.get("n_edits") for line in recover_lines(plan.out_dir / CURVE_FILE)}
@@ -428,7 +407,7 @@ def _run_sequential(plan: _Plan, clock: _Clock, restore: bool) -> None:
         held_before = _timed(clock, "pre_evaluation", lambda: score_groups(plan.lm, plan.held_out, plan.eval_batch))
         reached_at_edit: dict[int, bool] = {}
         notes: dict[int, list[str]] = {}
-        step_seconds = _replay(plan, session, restorer, clock, reached_at_edit, notes)
+        step_seconds = _replay(plan, session, stack, clock, reached_at_edit, notes)
         done_steps = len(step_seconds)
         done = sum(len(step) for step in steps[:done_steps])
         records: list[dict[str, Any]] | None = None
@@ -447,18 +426,18 @@ def _run_sequential(plan: _Plan, clock: _Clock, restore: bool) -> None:
                     started = time.perf_counter()
                     edit = session.compute(requests)
                     seconds = time.perf_counter() - started
-                    reached = check_targets(plan.lm, edit)  # on the model carrying every earlier edit
+                    _keep(edit, session, stack)
+                    # checked on the state that is kept: the model carrying every earlier edit and this one
+                    reached = record_outcome(plan.lm, edit, score(plan.lm, [(r.text, r.target_new) for r in requests]))
                 clock.edits += seconds
                 for index, ok in zip(step, reached, strict=True):
                     reached_at_edit[index] = ok
                 for index in step:
                     notes[index] = _caught(caught)
-                if hasattr(edit, "info"):
-                    edit.info["seconds"] = seconds
-                    edit.info[EDIT_WARNINGS] = _caught(caught)  # read back when the edit is replayed
-                    edit.info["bench_case_key"] = plan.keys[step[0]]  # checked when the edit is replayed
+                edit.info["seconds"] = seconds
+                edit.info[EDIT_WARNINGS] = _caught(caught)  # read back when the edit is replayed
+                edit.info["bench_case_key"] = plan.keys[step[0]]  # checked when the edit is replayed
                 edit.save(edit_dir(plan.out_dir, number))
-                _keep(edit, plan, session, restorer)
                 step_seconds.append(seconds)
                 previous, done = done, done + len(step)
                 records = None
@@ -482,7 +461,7 @@ def _run_sequential(plan: _Plan, clock: _Clock, restore: bool) -> None:
         write_lines_atomic(plan.out_dir / RESULTS_FILE, records)
     finally:
         if restore:
-            restorer.restore()
+            stack.unwind()
 
 
 def _versions() -> dict[str, str]:
@@ -574,12 +553,12 @@ def run_bench(
         raise KeditError(f"eval_batch must be at least 1, got {eval_batch}")
     mode = mode if isinstance(mode, Mode) else parse_mode(mode)
     overrides = dict(overrides or {})
-    chosen = get_method(method)
+    chosen = method_for(lm, method)
     resolved = chosen.default_hparams(lm, hparams_file, overrides)
     hparams = hparams_dict(resolved)
     held_cases = [held_out_probe_case(case) for case in held_out]
     info = run_info(lm, method, mode, cases, list(held_out), hparams, model_name=model_name, data=data,
-                    command=command, batch_capable=bool(getattr(chosen, "batch_capable", False)))
+                    command=command, batch_capable=chosen.batch_capable)
     out_dir = Path(out_dir)
     info = start_run_dir(out_dir, info, resume=resume)
     (out_dir / SUMMARY_FILE).unlink(missing_ok=True)  # a resumed run is not finished until it says so

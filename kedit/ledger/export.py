@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from kedit.edits import edit_kinds
 from kedit.ledger.records import LedgerError
 from kedit.ledger.storage import Ledger
 from kedit.models.loading import LoadedModel
@@ -31,6 +32,7 @@ def export_merged(ledger: Ledger, lm: LoadedModel, out: str | Path, upto: str | 
     out = Path(out).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise LedgerError(f"--out {out} exists and is not an empty folder; choose a new folder or remove it")
+    _refuse_unmergeable(ledger, upto)
     chain = ledger.apply(lm, upto)
     try:
         links = ledger.entries[: len(chain.ids)]
@@ -49,3 +51,21 @@ def export_merged(ledger: Ledger, lm: LoadedModel, out: str | Path, upto: str | 
     finally:
         chain.revert()
     return ExportResult(folder=out, entries=chain.ids, fingerprint=fingerprint)
+
+
+def _refuse_unmergeable(ledger: Ledger, upto: str | None) -> None:
+    """A chain holding an edit whose kind a plain checkpoint cannot hold (IKE's prompt context, swapped
+    modules) is refused, naming the first such entry and the kind's reason."""
+    if ledger.index is None:
+        return
+    links = ledger.entries[: ledger.index.position(upto) + 1] if upto is not None else ledger.entries
+    for link in links:
+        manifest = ledger.manifest(link.id)
+        kind = edit_kinds().get(manifest.kind)
+        if kind is None:
+            raise LedgerError(f"entry {link.id} holds an edit of unknown kind {manifest.kind!r}; import the package "
+                              "that defines it")
+        reason = kind.export_refusal
+        if reason:
+            raise LedgerError(f"cannot export a merged model: entry {link.id} ({manifest.method}, {manifest.kind}) "
+                              f"{reason}")

@@ -62,8 +62,9 @@ class EntryManifest:
     state_fingerprint: str  # the model state (base + chain up to parent) the edit was computed on
     result_fingerprint: str  # that state with this edit's deltas added
     requests: tuple[dict[str, Any], ...]
-    parameters: tuple[str, ...]  # the parameters the deltas change
+    parameters: tuple[str, ...]  # what the edit changes (Edit.touches: parameter names, module paths, the prompt context)
     files: Mapping[str, str]  # file name -> sha256, for every other file of the entry folder
+    kind: str = "weight-deltas"  # the edit kind (entries written before kinds existed are weight deltas)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +79,7 @@ class EntryManifest:
             "requests": list(self.requests),
             "parameters": list(self.parameters),
             "files": dict(self.files),
+            "kind": self.kind,
         }
 
     @classmethod
@@ -93,6 +95,7 @@ class EntryManifest:
             requests=tuple(record["requests"]),
             parameters=tuple(record["parameters"]),
             files=dict(record["files"]),
+            kind=str(record.get("kind", "weight-deltas")),
         )
 
 

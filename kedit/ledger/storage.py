@@ -1,19 +1,23 @@
-"""The ledger folder: an ordered chain of weight edits on one base model, safe against crashes.
+"""The ledger folder: an ordered chain of edits (of any kind) on one base model, safe against crashes.
 
 Layout::
 
     LEDGER/
       ledger.json            the index: base model (source, fingerprint, dtype), entries in order
       entries/e0001/         one folder per entry, immutable once written:
-        edit.json              WeightEdit's manifest (method, hparams, requests, base fingerprint, sha256)
-        deltas.safetensors     the deltas
-        entry.json             ledger record: parent, state/result fingerprints, sha256 of the two above
+        edit.json              the edit's manifest (kind, method, hparams, requests, base fingerprint, sha256)
+        deltas.safetensors     the edit's data files (weight deltas; demonstrations; module state)
+        entry.json             ledger record: parent, state/result fingerprints, sha256 of every other file
       .lock                  taken (flock) by every write, shared by readers
 
 Writes keep one invariant: *every entry the index lists has a complete folder*. An append writes the
 entry folder atomically first, then the index atomically; a revert writes the index first, then
 deletes the folder. A crash between the two steps leaves a folder the index does not list: it is
 ignored, reported as a leftover and removed by the next write or by :meth:`Ledger.clean`.
+
+Fingerprints are *state* fingerprints (:meth:`LoadedModel.state_fingerprint`): the weights, plus
+the digests of installed prompt contexts and swapped modules, so an entry that changes no weight
+(IKE) still moves the chain to a new, checkable state.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from kedit.edits import Edit, EditStack
 from kedit.ledger.records import (
     ENTRIES_DIR,
     ENTRY_FILE,
@@ -40,8 +45,7 @@ from kedit.ledger.records import (
     entry_id,
 )
 from kedit.ledger.replay import AppliedChain, apply_in_order
-from kedit.methods.base import DELTAS_FILE, EDIT_MANIFEST, Edit, WeightEdit
-from kedit.models.fingerprint import weights_fingerprint
+from kedit.methods import load_edit
 from kedit.models.loading import LoadedModel
 from kedit.paths import atomic_path, sha256_file, write_json_atomic
 
@@ -179,14 +183,14 @@ class Ledger:
                 problems.append(f"{name} does not match its sha256 (tampered or truncated)")
         return problems
 
-    def load_edit(self, reference: str) -> WeightEdit:
+    def load_edit(self, reference: str) -> Edit:
         """The entry's edit, after checking the sha256 of every file it is made of."""
         link = self.link(reference)
         problems = self.file_problems(link.id)
         if problems:
             raise LedgerError(f"entry {link.id} is damaged: {'; '.join(problems)}. The ledger will not apply it; "
                               "restore the entry folder from a backup")
-        edit = WeightEdit.load(self.entry_dir(link.id))
+        edit = load_edit(self.entry_dir(link.id))
         if edit.base_fingerprint != self.index.base.fingerprint:
             raise LedgerError(f"entry {link.id} was computed on model {edit.base_fingerprint[:12]}, "
                               f"not on the ledger's base {self.index.base.fingerprint[:12]}")
@@ -211,7 +215,7 @@ class Ledger:
                 f"refusing: this ledger's edits were made on base model {base.source} (fingerprint "
                 f"{base.fingerprint[:12]}), but {lm.source} has fingerprint {lm.fingerprint[:12]}. "
                 "Load the ledger's base model (leave out --model and kedit loads it)")
-        if weights_fingerprint(lm.model) != base.fingerprint:
+        if lm.state_fingerprint() != base.fingerprint:
             raise LedgerError(f"{lm.source} was changed since it was loaded (is an edit still applied?); "
                               "apply the ledger to a freshly loaded copy of the base model")
 
@@ -223,14 +227,14 @@ class Ledger:
         last entry applied, otherwise the model is restored and :class:`LedgerError` raised.
         """
         if self.index is None:
-            return AppliedChain(lm, (), ())
+            return AppliedChain(lm, (), EditStack(lm))
         links = self.entries[: self.index.position(upto) + 1] if upto is not None else self.entries
         self.check_base_model(lm)
         with _locked(self.root, exclusive=False):
             edits = [self.load_edit(link.id) for link in links]
         chain, _ = apply_in_order(lm, [link.id for link in links], edits)
         expected = links[-1].result_fingerprint if links else self.index.base.fingerprint
-        reached = weights_fingerprint(lm.model)
+        reached = lm.state_fingerprint()
         if reached != expected:
             chain.revert()
             raise LedgerError(f"applying the chain gave fingerprint {reached[:12]}, but the ledger recorded "
@@ -240,20 +244,19 @@ class Ledger:
 
     # ------------------------------------------------------------------------------------ writing
 
-    def append(self, edit: Edit, lm: LoadedModel) -> EntryLink:
-        """Add ``edit`` as the new last entry.
+    def append(self, edit: Edit, lm: LoadedModel, chain: AppliedChain | None = None) -> EntryLink:
+        """Add ``edit`` (of any kind) as the new last entry.
 
         ``lm`` must hold the ledger's head state (the base model with the chain applied, see
-        :meth:`apply`), with ``edit`` applied on top of it or not; it is left as it was given. The
-        edit must have been computed on that state: this is checked by fingerprint.
+        :meth:`apply`), with ``edit`` applied on top of it or not; it is left as it was given. Pass
+        the ``chain`` that :meth:`apply` returned when there is one: the edit is then put on top of
+        it the way a replay will (a prompt context joins the chain's installed one instead of being
+        put in front of it), and may already have been pushed onto ``chain.stack``. The edit must
+        have been computed on the head state: this is checked by fingerprint.
         """
-        if not isinstance(edit, WeightEdit):
-            kind = getattr(edit, "manifest", lambda: {})().get("kind", type(edit).__name__)
-            raise LedgerError(f"the ledger stores weight edits only; this {edit.method} edit ({kind}) leaves the "
-                              "weights alone, so there is nothing to merge. Save it with --save DIR instead")
         if self.index is not None:
             _check_same_base(self.index, edit, lm)  # fail before spending two fingerprints
-        state, result = _fingerprints_around(edit, lm)
+        state, result = _fingerprints_around(edit, lm, chain.stack if chain is not None else None)
         with _locked(self.root, exclusive=True):
             index = _read_index(self.root) or LedgerIndex(
                 BaseModel(_source_for_index(lm.source), lm.fingerprint, _dtype_name(lm)))
@@ -268,8 +271,9 @@ class Ledger:
                 manifest = EntryManifest(
                     id=identifier, created=_now(), method=edit.method, parent=parent,
                     base_fingerprint=index.base.fingerprint, state_fingerprint=state, result_fingerprint=result,
-                    requests=tuple(r.to_dict() for r in edit.requests), parameters=tuple(edit.deltas),
-                    files={name: sha256_file(building / name) for name in (EDIT_MANIFEST, DELTAS_FILE)},
+                    requests=tuple(r.to_dict() for r in edit.requests), parameters=edit.touches(),
+                    files={path.name: sha256_file(path) for path in sorted(building.iterdir()) if path.is_file()},
+                    kind=edit.kind,
                 )
                 (building / ENTRY_FILE).write_text(json.dumps(manifest.to_json(), indent=2, default=str))
                 entry_sha256 = sha256_file(building / ENTRY_FILE)
@@ -384,26 +388,36 @@ class Ledger:
         return self.index
 
 
-def _fingerprints_around(edit: WeightEdit, lm: LoadedModel) -> tuple[str, str]:
-    """Fingerprints of the model without and with ``edit``; the edit is left applied as it was."""
-    if edit.is_applied:
-        result = weights_fingerprint(lm.model)
-        edit.revert(lm)
-        try:
-            state = weights_fingerprint(lm.model)
-        finally:
-            edit.apply(lm)
-    else:
-        state = weights_fingerprint(lm.model)
-        edit.apply(lm)
-        try:
-            result = weights_fingerprint(lm.model)
-        finally:
+def _fingerprints_around(edit: Edit, lm: LoadedModel, stack: EditStack | None) -> tuple[str, str]:
+    """State fingerprints of the model without and with ``edit`` on top; it is left as it was given."""
+    stack = stack if stack is not None else EditStack(lm)
+    on_top = bool(stack.edits) and stack.edits[-1] is edit
+    if on_top or edit.is_applied:
+        if not on_top:  # applied by the caller directly on the model: take it off the same way
+            result = lm.state_fingerprint()
             edit.revert(lm)
+            try:
+                state = lm.state_fingerprint()
+            finally:
+                edit.apply(lm)
+            return state, result
+        result = lm.state_fingerprint()
+        stack.pop()
+        try:
+            state = lm.state_fingerprint()
+        finally:
+            stack.push(edit)
+        return state, result
+    state = lm.state_fingerprint()
+    stack.push(edit)
+    try:
+        result = lm.state_fingerprint()
+    finally:
+        stack.pop()
     return state, result
 
 
-def _check_same_base(index: LedgerIndex, edit: WeightEdit, lm: LoadedModel) -> None:
+def _check_same_base(index: LedgerIndex, edit: Edit, lm: LoadedModel) -> None:
     if edit.base_fingerprint != index.base.fingerprint or lm.fingerprint != index.base.fingerprint:
         raise LedgerError(
             f"refusing: this ledger's base model is {index.base.source} (fingerprint {index.base.fingerprint[:12]}), "

@@ -1,13 +1,14 @@
-"""Editing methods. Importing this package registers every method."""
+"""Editing methods. Importing this package registers every built-in method and the edit kinds they return."""
 
+from kedit.edits import Edit, WeightEdit, load_edit
 from kedit.methods import (
     alphaedit,  # noqa: F401  (registers "alphaedit")
     ft,  # noqa: F401  (registers "ft-l", "ft-m")
-    ike,  # noqa: F401  (registers "ike")
+    ike,  # noqa: F401  (registers "ike" and the "prompt-context" edit kind)
     memit,  # noqa: F401  (registers "memit")
     mle,  # noqa: F401  (registers "mle")
     rome,  # noqa: F401  (registers "rome")
 )
-from kedit.methods.base import Edit, WeightEdit, get_method, load_edit, register, registered_methods
+from kedit.methods.base import get_method, method_for, register, registered_methods
 
-__all__ = ["Edit", "WeightEdit", "get_method", "load_edit", "register", "registered_methods"]
+__all__ = ["Edit", "WeightEdit", "get_method", "load_edit", "method_for", "register", "registered_methods"]

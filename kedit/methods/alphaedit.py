@@ -32,8 +32,9 @@ from typing import Any, ClassVar
 
 import torch
 
+from kedit.edits import Edit, WeightEdit
 from kedit.errors import KeditError
-from kedit.methods.base import Edit, EditSession, WeightEdit, register
+from kedit.methods.base import EditSession, register
 from kedit.methods.hparams import build_hparams
 from kedit.methods.locate import context_templates
 from kedit.methods.memit import (
@@ -130,7 +131,7 @@ class AlphaEditSession(EditSession):
 
     def applied(self, edit: Edit) -> None:
         """C_p += K Kᵀ with the batch's keys recomputed on the (now edited) model, every layer."""
-        requests = list(getattr(edit, "requests", ()))
+        requests = list(edit.requests)
         if not requests:
             return
         for layer in self.layers:

@@ -23,7 +23,7 @@ target (teacher forcing); the loss is the cross-entropy of each target token giv
 before it, prompt positions masked out, averaged over the target tokens of each request, then
 over requests. No L∞ bound by default (``norm_constraint: None``); setting one clamps as FT-L.
 
-Prompt and target are tokenised by :func:`kedit.evaluate.scoring.encode_pair` (target with one
+Prompt and target are tokenised by :func:`kedit.models.scoring.encode_pair` (target with one
 leading space, split from the joint tokenisation), the same tokens the evaluation scores.
 The reference FT-L tokenises the target on its own and pads on the right; kedit pads on the left
 with explicit position ids, which gives each request the numbers of an unpadded forward (a test
@@ -67,14 +67,15 @@ from typing import Any, ClassVar
 import torch
 from tqdm.auto import tqdm
 
+from kedit.edits import WeightEdit
 from kedit.errors import KeditError
-from kedit.evaluate.scoring import encode_pair
-from kedit.methods.base import WeightEdit, register
+from kedit.methods.base import register
 from kedit.methods.hparam_types import check_values
 from kedit.methods.hparams import build_hparams
 from kedit.methods.rome import ROME
 from kedit.models.batching import Batch, pad_left
 from kedit.models.loading import LoadedModel
+from kedit.models.scoring import encode_pair
 from kedit.models.tracing import final_hidden, logits_from_hidden
 from kedit.requests import EditRequest
 

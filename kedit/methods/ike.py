@@ -24,6 +24,7 @@ Embeddings are sentence vectors from an :class:`kedit.methods.embeddings.Embedde
 
 from __future__ import annotations
 
+import hashlib
 import json
 import string
 import warnings
@@ -37,12 +38,19 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from kedit.edits.base import (
+    check_base,
+    check_combinable,
+    check_files,
+    read_manifest,
+    register_kind,
+    save_edit_files,
+)
 from kedit.errors import EditStateError, KeditError, KeditWarning
-from kedit.methods.base import EDIT_MANIFEST, register
+from kedit.methods.base import register
 from kedit.methods.embeddings import MINILM, Embedder, load_embedder
 from kedit.methods.hparams import build_hparams
 from kedit.models.loading import LoadedModel, PromptContext
-from kedit.paths import atomic_path, sha256_file
 from kedit.requests import Case, EditRequest, load_cases
 
 DEFAULTS_YAML = Path(__file__).with_name("ike.yaml")
@@ -177,6 +185,7 @@ class Retrieval:
     demonstrations: tuple[str, ...]
 
 
+@register_kind(PROMPT_CONTEXT_KIND)
 @dataclass(eq=False)
 class IKEEdit:
     """A prompt-context edit: ``apply`` installs a prefix provider on the model, ``revert`` removes it.
@@ -184,7 +193,18 @@ class IKEEdit:
     ``request_embeddings`` (r, d) embed the requests' copy demonstrations. ``embedder`` is needed
     at query time only when the edit has several requests or retrieves by query; a loaded edit
     loads the one named ``embedder_name`` when first needed.
+
+    Prompt contexts do not stack (a second one would be put in front of the first, and prompts
+    would grow with every edit): edits kept one after another are :meth:`combine`-d into one edit
+    over all their requests, whose queries each retrieve the nearest fact — a growing memory.
     """
+
+    kind: ClassVar[str]
+    stacks: ClassVar[bool] = False
+    touches_parameters: ClassVar[bool] = False
+    export_refusal: ClassVar[str | None] = (
+        "changes no weight: it puts demonstrations in front of every prompt, which a model checkpoint cannot "
+        "hold; save the edit (kedit edit --save DIR) and load it with kedit.load_edit")
 
     method: str
     requests: tuple[EditRequest, ...]
@@ -192,6 +212,7 @@ class IKEEdit:
     pool: DemonstrationPool
     request_embeddings: torch.Tensor
     embedder_name: str
+    base_fingerprint: str
     info: dict[str, Any] = field(default_factory=dict)
     embedder: Embedder | None = field(default=None, repr=False)
     _installed: PromptContext | None = field(default=None, repr=False)
@@ -201,6 +222,18 @@ class IKEEdit:
     @property
     def is_applied(self) -> bool:
         return self._installed is not None
+
+    def touches(self) -> tuple[str, ...]:
+        return (PROMPT_CONTEXT_KIND,)
+
+    def content_digest(self) -> str:
+        """sha256 over what decides the contexts: requests, settings, embedder, pool texts and all embeddings."""
+        digest = hashlib.sha256(json.dumps(
+            [self.method, [r.to_dict() for r in self.requests], dict(self.hparams), self.embedder_name,
+             list(self.pool.texts), list(self.pool.kinds)], sort_keys=True, default=str).encode())
+        for tensor in (self.pool.embeddings, self.request_embeddings):
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
 
     @property
     def settings(self) -> IKEHparams:
@@ -267,20 +300,22 @@ class IKEEdit:
     def apply(self, lm: LoadedModel) -> None:
         if self.is_applied:
             raise EditStateError(f"this {self.method} edit is already applied")
+        check_base(self, lm)
         provider = self.contexts  # one bound-method object: revert pops exactly this one
-        lm.push_prompt_context(provider)
+        lm.push_prompt_context(provider, self.content_digest())
         self._installed = provider
 
     def revert(self, lm: LoadedModel) -> None:
         if not self.is_applied:
             raise EditStateError(f"this {self.method} edit is not applied; nothing to revert")
-        lm.pop_prompt_context(self._installed)
+        lm.pop_prompt_context(self._installed, self.content_digest())
         self._installed = None
 
     def manifest(self) -> dict[str, Any]:
         return {
             "kind": PROMPT_CONTEXT_KIND,
             "method": self.method,
+            "base_fingerprint": self.base_fingerprint,
             "hparams": dict(self.hparams),
             "requests": [r.to_dict() for r in self.requests],
             "embedder": self.embedder_name,
@@ -290,32 +325,23 @@ class IKEEdit:
 
     def save(self, directory: str | Path) -> Path:
         """Write the demonstrations (JSON), the embeddings (safetensors) and ``edit.json`` with their sha256."""
-        directory = Path(directory)
-        with atomic_path(directory) as building:
-            building.mkdir(parents=True)
-            demos = {"texts": list(self.pool.texts), "kinds": list(self.pool.kinds)}
-            (building / DEMONSTRATIONS_FILE).write_text(json.dumps(demos, ensure_ascii=False), encoding="utf-8")
-            save_file({"pool": self.pool.embeddings.contiguous(), "requests": self.request_embeddings.contiguous()},
-                      str(building / EMBEDDINGS_FILE))
-            files = {name: sha256_file(building / name) for name in (DEMONSTRATIONS_FILE, EMBEDDINGS_FILE)}
-            (building / EDIT_MANIFEST).write_text(json.dumps(self.manifest() | {"files": files}, indent=2, default=str))
-        return directory
+        demos = {"texts": list(self.pool.texts), "kinds": list(self.pool.kinds)}
+        tensors = {"pool": self.pool.embeddings.contiguous(), "requests": self.request_embeddings.contiguous()}
+
+        def write(folder: Path) -> None:
+            (folder / DEMONSTRATIONS_FILE).write_text(json.dumps(demos, ensure_ascii=False), encoding="utf-8")
+            save_file(tensors, str(folder / EMBEDDINGS_FILE))
+
+        return save_edit_files(directory, self.manifest(), write)
 
     @classmethod
     def load(cls, directory: str | Path, embedder: Embedder | None = None) -> IKEEdit:
         directory = Path(directory)
-        manifest_path = directory / EDIT_MANIFEST
-        if not manifest_path.is_file():
-            raise KeditError(f"{directory} holds no saved edit ({EDIT_MANIFEST} is missing)")
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("kind") != PROMPT_CONTEXT_KIND:
-            raise KeditError(f"{directory} holds a {manifest.get('kind')!r} edit, not a {PROMPT_CONTEXT_KIND!r} one")
-        for name in (DEMONSTRATIONS_FILE, EMBEDDINGS_FILE):
-            path = directory / name
-            if not path.is_file() or sha256_file(path) != manifest.get("files", {}).get(name):
-                raise KeditError(f"{path} is missing or does not match the sha256 in {EDIT_MANIFEST} (tampered or truncated)")
+        manifest = read_manifest(directory, PROMPT_CONTEXT_KIND)
+        check_files(directory, manifest)
         demos = json.loads((directory / DEMONSTRATIONS_FILE).read_text(encoding="utf-8"))
         tensors = load_file(str(directory / EMBEDDINGS_FILE))
+        info = manifest.get("info", {})
         edit = cls(
             method=manifest["method"],
             requests=tuple(EditRequest.from_dict(r) for r in manifest["requests"]),
@@ -324,12 +350,29 @@ class IKEEdit:
                                    manifest.get("pool", {}).get("source", "")),
             request_embeddings=tensors["requests"],
             embedder_name=manifest["embedder"],
-            info=manifest.get("info", {}),
+            # edits saved before the field existed kept it in their info
+            base_fingerprint=manifest.get("base_fingerprint") or info.get("base_fingerprint", ""),
+            info=info,
             embedder=embedder,
         )
         if embedder is not None:
             edit._embedder()  # refuse a different embedder now rather than at the first query
         return edit
+
+    @classmethod
+    def combine(cls, edits: Sequence[IKEEdit]) -> IKEEdit:
+        """One edit over every request of ``edits`` (same pool and settings): each query retrieves its fact among all."""
+        check_combinable(cls, edits)
+        first = edits[0]
+        for other in edits[1:]:
+            if dict(other.hparams) != dict(first.hparams) or other.embedder_name != first.embedder_name \
+                    or other.pool.texts != first.pool.texts:
+                raise KeditError("cannot combine IKE edits made with different settings, embedders or pools")
+        return cls(method=first.method, requests=tuple(r for e in edits for r in e.requests), hparams=dict(first.hparams),
+                   pool=first.pool, request_embeddings=torch.cat([e.request_embeddings for e in edits]),
+                   embedder_name=first.embedder_name, base_fingerprint=first.base_fingerprint,
+                   info={"combined": len(edits), "steps": [dict(e.info) for e in edits]},
+                   embedder=next((e.embedder for e in edits if e.embedder is not None), None))
 
 
 @register("ike")
@@ -411,7 +454,7 @@ class IKE:
             pool=pool,
             request_embeddings=request_embeddings,
             embedder_name=embedder.name,
-            info={"pool_demonstrations": len(pool), "pool_source": pool.source, "model": lm.source,
-                  "base_fingerprint": lm.fingerprint},
+            base_fingerprint=lm.fingerprint,
+            info={"pool_demonstrations": len(pool), "pool_source": pool.source, "model": lm.source},
             embedder=embedder,
         )

@@ -26,11 +26,11 @@ import torch
 from tqdm.auto import tqdm
 
 from kedit.errors import RequestError
-from kedit.evaluate.generation import generate_ids
-from kedit.evaluate.scoring import encode_pair
 from kedit.models.anatomy import text_config
 from kedit.models.batching import encode, pad_left
+from kedit.models.generation import generate_ids
 from kedit.models.loading import LoadedModel
+from kedit.models.scoring import encode_pair
 from kedit.models.tracing import (
     capture_inputs,
     edit_output,

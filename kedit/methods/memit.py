@@ -38,8 +38,9 @@ from typing import Any, ClassVar
 
 import torch
 
+from kedit.edits import WeightEdit
 from kedit.errors import KeditError, KeditWarning
-from kedit.methods.base import WeightEdit, register
+from kedit.methods.base import register
 from kedit.methods.hparams import build_hparams
 from kedit.methods.locate import (
     ValueOptimization,

@@ -18,8 +18,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from kedit.edits import WeightEdit
 from kedit.errors import KeditError
-from kedit.methods.base import WeightEdit, register
+from kedit.methods.base import register
 from kedit.methods.memit import MEMIT, MEMITHparams
 from kedit.models.loading import LoadedModel
 from kedit.requests import EditRequest

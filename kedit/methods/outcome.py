@@ -17,8 +17,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kedit.errors import KeditWarning
-from kedit.evaluate.scoring import TargetScore, score
 from kedit.models.loading import LoadedModel
+from kedit.models.scoring import TargetScore, score
+from kedit.requests import EditRequest
 
 TARGETS_REACHED = "targets_reached"
 
@@ -75,3 +76,18 @@ def record_outcome(lm: LoadedModel, edit: Any, scores: Sequence[TargetScore], st
             KeditWarning, stacklevel=stacklevel + 1,
         )
     return reached
+
+
+def warn_known_targets(lm: LoadedModel, requests: Sequence[EditRequest]) -> list[int]:
+    """Warn about requests whose new target the model already predicts; return their indices."""
+    scored = score(lm, [(r.text, r.target_new) for r in requests])
+    known = [i for i, s in enumerate(scored) if all(s.hits)]
+    for index in known:
+        request = requests[index]
+        warnings.warn(
+            f"request {index}: the model already answers {request.target_new!r} to {request.text!r}; "
+            "the edit will change little",
+            KeditWarning,
+            stacklevel=3,
+        )
+    return known

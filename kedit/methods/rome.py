@@ -34,8 +34,9 @@ from typing import Any, ClassVar
 
 import torch
 
+from kedit.edits import WeightEdit
 from kedit.errors import KeditError, KeditWarning
-from kedit.methods.base import WeightEdit, register
+from kedit.methods.base import register
 from kedit.methods.hparams import build_hparams, single_layer_alias
 from kedit.methods.locate import ValueOptimization, context_templates, optimize_target_value, request_keys
 from kedit.models.loading import LoadedModel

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,11 @@ class LoadedModel:
 
     ``start_token`` is the document-start token kedit makes the tokenizer put before every text
     (None: the tokenizer adds its own BOS, or none was asked for); see :mod:`kedit.models.start_token`.
+
+    ``overlays`` are the content digests of the installed changes that are not in the weights
+    (prompt contexts, routing modules), oldest first: :meth:`state_fingerprint` includes them.
+    ``reuse`` holds objects built for this model and reused by later calls (method instances with
+    their loaded embedders and pools: :func:`kedit.methods.method_for`); it is not part of the state.
     """
 
     model: nn.Module
@@ -50,6 +56,8 @@ class LoadedModel:
     dtype: torch.dtype
     prompt_contexts: tuple[PromptContext, ...] = ()
     start_token: str | None = None
+    overlays: tuple[str, ...] = ()
+    reuse: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def pad_token_id(self) -> int:
@@ -68,14 +76,34 @@ class LoadedModel:
         prefixes = [provider(shown) for provider in self.prompt_contexts]
         return ["".join(parts) + prompt for *parts, prompt in zip(*prefixes, shown, strict=True)]
 
-    def push_prompt_context(self, provider: PromptContext) -> None:
+    def push_prompt_context(self, provider: PromptContext, digest: str) -> None:
+        """Install ``provider``; ``digest`` identifies its content in :meth:`state_fingerprint`."""
         self.prompt_contexts = (*self.prompt_contexts, provider)
+        self.push_overlay(digest)
 
-    def pop_prompt_context(self, provider: PromptContext) -> None:
+    def pop_prompt_context(self, provider: PromptContext, digest: str) -> None:
         """Remove ``provider``, which must be the latest one installed (contexts are undone in reverse order)."""
         if not self.prompt_contexts or self.prompt_contexts[-1] is not provider:
             raise EditStateError("this prompt context is not the latest one installed; revert the later edits first")
+        self.pop_overlay(digest)
         self.prompt_contexts = self.prompt_contexts[:-1]
+
+    def push_overlay(self, digest: str) -> None:
+        """Record a change that is not in the weights (a prompt context, a routing module) by its content digest."""
+        self.overlays = (*self.overlays, digest)
+
+    def pop_overlay(self, digest: str) -> None:
+        if not self.overlays or self.overlays[-1] != digest:
+            raise EditStateError("this edit is not the latest one installed on the model; revert the later edits first")
+        self.overlays = self.overlays[:-1]
+
+    def state_fingerprint(self) -> str:
+        """Who the model is now: the fingerprint of its current weights, combined with the digests of
+        the installed overlays (in order) when there are any; equal to the weights' fingerprint otherwise."""
+        weights = weights_fingerprint(self.model)
+        if not self.overlays:
+            return weights
+        return hashlib.sha256("\n".join((weights, *self.overlays)).encode()).hexdigest()
 
     def module(self, path: str) -> nn.Module:
         return self.model.get_submodule(path)

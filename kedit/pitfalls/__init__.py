@@ -8,7 +8,6 @@
 
 from kedit.pitfalls.conflict import (
     ConflictCaseResult,
-    EditStack,
     MethodEditor,
     run_conflict_case,
     summarize_conflict,
@@ -28,7 +27,6 @@ __all__ = [
     "ConflictCaseResult",
     "ConflictRecord",
     "DataProblem",
-    "EditStack",
     "LoadedRecords",
     "MethodEditor",
     "RoundCaseResult",

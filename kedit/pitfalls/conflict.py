@@ -27,8 +27,8 @@ Metrics per case (means over cases in the summary):
   (the reference computes it, as ``fixed_o``, but does not report it).
 * ``Succ`` (coverage): 1[S_θe2(s1, r1, o2*) > S_θe2(s1, r1, o1*)], e2 alone on θ (A.7).
 
-The editing machinery here (:class:`EditStack`, :class:`MethodEditor`) is shared with RoundEdit
-(:mod:`kedit.pitfalls.distortion`), whose sequencing is the same.
+The editing machinery (:class:`kedit.edits.EditStack`, :class:`MethodEditor`) is shared with RoundEdit
+(:mod:`kedit.pitfalls.distortion`), whose sequencing is the same; it works for every edit kind.
 """
 
 from __future__ import annotations
@@ -40,10 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from kedit.errors import EditStateError, KeditError, KeditWarning
-from kedit.methods.base import Edit
+from kedit.edits import Edit, EditStack
+from kedit.errors import KeditError, KeditWarning
 from kedit.models.loading import LoadedModel
 from kedit.pitfalls import metrics as m
 from kedit.pitfalls.data import ConflictRecord
@@ -84,50 +82,6 @@ class MethodEditor:
                     **dict(self.overrides))
 
 
-class EditStack:
-    """Edits applied on top of each other within one case, unwound in reverse order.
-
-    Before an edit is applied, every parameter it changes that no earlier edit of the case changed is
-    copied (these copies are the original values W0). :meth:`verify_restored` checks, bit for bit,
-    that those parameters hold their original values again. Used as a context manager, it unwinds
-    whatever is still applied on the way out, even after an error.
-    """
-
-    def __init__(self, lm: LoadedModel) -> None:
-        self.lm = lm
-        self.applied: list[Edit] = []
-        self.pristine: dict[str, torch.Tensor] = {}
-
-    def push(self, edit: Edit) -> None:
-        for name in getattr(edit, "deltas", {}) or {}:
-            if name not in self.pristine:
-                self.pristine[name] = self.lm.parameter(name).detach().clone()
-        edit.apply(self.lm)
-        self.applied.append(edit)
-
-    def pop(self) -> Edit:
-        edit = self.applied.pop()
-        edit.revert(self.lm)
-        return edit
-
-    def unwind(self) -> None:
-        while self.applied:
-            self.pop()
-
-    def verify_restored(self) -> None:
-        if self.applied:
-            raise EditStateError(f"{len(self.applied)} edit(s) of this case are still applied")
-        for name, original in self.pristine.items():
-            if not torch.equal(self.lm.parameter(name), original):
-                raise EditStateError(f"parameter {name} was not restored to its original value after the case")
-
-    def __enter__(self) -> EditStack:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.unwind()
-
-
 @dataclass
 class CaseLog:
     """Timings, edit details and warnings collected while a case runs."""
@@ -144,9 +98,9 @@ class CaseLog:
             warnings.simplefilter("always", KeditWarning)
             edit = editor(lm, requests)
         self.seconds[f"edit_{name}"] = time.perf_counter() - started
-        info = dict(getattr(edit, "info", {}) or {})
+        info = dict(edit.info)
         info.pop("seconds", None)
-        self.edits[name] = {"method": getattr(edit, "method", "?"), **info}
+        self.edits[name] = {"method": edit.method, "kind": edit.kind, **info}
         for caught_warning in caught:
             if issubclass(caught_warning.category, KeditWarning):
                 self.warnings.append(f"{name}: {caught_warning.message}")

@@ -6,7 +6,7 @@ scored after one leading space. A fact's probability S(s, r, o) is the arithmeti
 prompt set: the relation's edit prompt followed by the relation's paraphrases (10 in the
 benchmark files), all filled with s.
 
-Every number comes from :func:`kedit.evaluate.scoring.score` (one call per model state for all
+Every number comes from :func:`kedit.models.scoring.score` (one call per model state for all
 facts of that state); this module runs no forward pass of its own. Two differences from the
 reference code that do not change the numbers beyond floating-point noise: kedit left-pads its
 batches with explicit position ids (the reference right-pads), and the split between prompt and
@@ -21,8 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from kedit.errors import DataError
-from kedit.evaluate.scoring import score
 from kedit.models.loading import LoadedModel
+from kedit.models.scoring import score
 from kedit.pitfalls.data import Fact
 from kedit.pitfalls.metrics import fact_probability
 from kedit.requests import SUBJECT_SLOT
