@@ -148,12 +148,12 @@ def show(entry: EntryRef, ledger: LedgerPath) -> None:
         raise typer.Exit(DAMAGED)
     edit = book.load_edit(link.id)
     console.print("hyperparameters: " + escape(json.dumps(dict(edit.hparams), default=str, sort_keys=True)), soft_wrap=True)
-    parameters = Table(title="changed parameters")
-    for column in ("parameter", "shape", "‖delta‖"):
-        parameters.add_column(column)
-    for name, delta in edit.deltas.items():
-        parameters.add_row(escape(name), "×".join(map(str, delta.shape)), f"{float(delta.float().norm()):.4g}")
-    console.print(parameters)
+    changed = Table(title=f"what the edit changes ({edit.kind})")
+    for column in ("where", "change"):
+        changed.add_column(column)
+    for where, what in edit.changes():
+        changed.add_row(escape(where), escape(what))
+    console.print(changed)
     console.print(files)
 
 

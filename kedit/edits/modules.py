@@ -133,6 +133,10 @@ class ModuleSwapEdit:
     def touches(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(swap.path for swap in self.swaps))
 
+    def changes(self) -> list[tuple[str, str]]:
+        return [(swap.path, f"replaced by {swap.module} ({', '.join(f'{n} {chr(215).join(map(str, t.shape))}' for n, t in swap.state.items()) or 'no tensors'})")
+                for swap in self.swaps]
+
     def content_digest(self) -> str:
         """sha256 over the recipe: paths, module names, configs and the bytes of every state tensor."""
         if not self._digest:
@@ -172,11 +176,15 @@ class ModuleSwapEdit:
     def revert(self, lm: LoadedModel) -> None:
         if not self.is_applied:
             raise EditStateError(f"this {self.method} edit is not applied; nothing to revert")
-        for done in reversed(self._installed):
-            if lm.module(done.path) is not done.replacement:
-                raise EditStateError(f"{done.path} no longer holds this edit's module; revert the later edits first")
+        # last swap first: a later swap of the same path wraps the earlier one, so each is on top when undone
+        last = self._installed[-1]
+        if lm.module(last.path) is not last.replacement:
+            raise EditStateError(f"{last.path} no longer holds this edit's module; revert the later edits first")
         lm.pop_overlay(self.content_digest())
         for done in reversed(self._installed):
+            if lm.module(done.path) is not done.replacement:
+                raise EditStateError(f"{done.path} does not hold the module this edit put there; the model was "
+                                     "changed behind the edit's back")
             lm.model.set_submodule(done.path, done.original)
         self._installed = None
 

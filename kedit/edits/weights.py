@@ -57,6 +57,10 @@ class WeightEdit:
     def touches(self) -> tuple[str, ...]:
         return tuple(self.deltas)
 
+    def changes(self) -> list[tuple[str, str]]:
+        return [(name, f"{'×'.join(map(str, delta.shape))} delta, ‖delta‖ = {float(delta.float().norm()):.4g}")
+                for name, delta in self.deltas.items()]
+
     def _check_model(self, lm: LoadedModel) -> None:
         check_base(self, lm)
         for name, delta in self.deltas.items():

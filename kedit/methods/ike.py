@@ -226,6 +226,10 @@ class IKEEdit:
     def touches(self) -> tuple[str, ...]:
         return (PROMPT_CONTEXT_KIND,)
 
+    def changes(self) -> list[tuple[str, str]]:
+        return [(PROMPT_CONTEXT_KIND, f"{len(self.requests)} fact(s), k={self.settings.k} of {len(self.pool)} pool "
+                 f"demonstrations, retrieval by {self.settings.retrieval}, embedder {self.embedder_name}")]
+
     def content_digest(self) -> str:
         """sha256 over what decides the contexts: requests, settings, embedder, pool texts and all embeddings."""
         digest = hashlib.sha256(json.dumps(
