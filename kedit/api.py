@@ -27,6 +27,7 @@ def edit(
     apply: bool = True,
     mode: str = "batch",
     batch_size: int = 1,
+    stack: EditStack | None = None,
     **overrides: Any,
 ) -> Edit:
     """Compute an edit with ``method`` and (by default) apply it to ``lm``.
@@ -42,6 +43,10 @@ def edit(
     session, so statistics are computed once and AlphaEdit accumulates earlier keys); the result
     is one edit standing for the sequence, made by its kind's ``combine`` (the summed weight change;
     for IKE one memory holding every fact).
+
+    ``stack`` holds edits already kept on the model (a ledger's chain): the new edit is checked
+    and applied through it, so it sits on them the way the stack keeps edits (an IKE edit joins
+    the installed prompt context instead of being put in front of it).
 
     Before it is returned the edit is checked on the model: a request whose new target the edited
     model does not predict raises a ``KeditWarning`` and is marked False in
@@ -61,9 +66,12 @@ def edit(
     else:
         result = _sequential(chosen, lm, hparams, request_list, batch_size)
     result.info["seconds"] = time.perf_counter() - started
-    check_targets(lm, result, stacklevel=2)
+    check_targets(lm, result, stacklevel=2, stack=stack)
     if apply:
-        result.apply(lm)
+        if stack is not None:
+            stack.push(result)
+        else:
+            result.apply(lm)
     return result
 
 

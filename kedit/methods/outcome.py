@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from kedit.edits import Edit, EditStack
 from kedit.errors import KeditWarning
 from kedit.models.loading import LoadedModel
 from kedit.models.scoring import TargetScore, score
@@ -37,21 +38,23 @@ def _optimisation_note(info: Mapping[str, Any], index: int) -> str:
         f" after {steps} steps" if steps is not None else "")
 
 
-def check_targets(lm: LoadedModel, edit: Any, stacklevel: int = 2) -> list[bool]:
+def check_targets(lm: LoadedModel, edit: Edit, stacklevel: int = 2, stack: EditStack | None = None) -> list[bool]:
     """Whether the edited model predicts each request's new target; the edit must not be applied.
 
-    Applies the edit, scores each request's prompt, reverts (the model is left as it was found)
-    and hands the scores to :func:`record_outcome`.
+    Puts the edit on the model (through ``stack`` when it is to sit on kept edits, so a prompt
+    context joins theirs as it will when kept), scores each request's prompt, takes it off again
+    (the model is left as it was found) and hands the scores to :func:`record_outcome`.
     """
-    edit.apply(lm)
+    stack = stack if stack is not None else EditStack(lm)
+    stack.push(edit)
     try:
         scores = score(lm, [(request.text, request.target_new) for request in edit.requests])
     finally:
-        edit.revert(lm)
+        stack.pop()
     return record_outcome(lm, edit, scores, stacklevel=stacklevel + 1)
 
 
-def record_outcome(lm: LoadedModel, edit: Any, scores: Sequence[TargetScore], stacklevel: int = 2) -> list[bool]:
+def record_outcome(lm: LoadedModel, edit: Edit, scores: Sequence[TargetScore], stacklevel: int = 2) -> list[bool]:
     """The outcome of ``edit`` from ``scores``, the edited model's scores of (request.text,
     request.target_new) for each of its requests (a caller that scores them anyway passes its own):
     stored in ``edit.info["targets_reached"]`` (when the edit has an ``info`` dict), one warning
@@ -60,9 +63,8 @@ def record_outcome(lm: LoadedModel, edit: Any, scores: Sequence[TargetScore], st
     if len(scores) != len(requests):
         raise ValueError(f"{len(scores)} scores for the {len(requests)} requests of the edit")
     reached = [all(s.hits) for s in scores]
-    info = getattr(edit, "info", None)
-    if isinstance(info, dict):
-        info[TARGETS_REACHED] = reached
+    info = edit.info
+    info[TARGETS_REACHED] = reached
     for index, (request, ok, scored) in enumerate(zip(requests, reached, scores, strict=True)):
         if ok:
             continue
