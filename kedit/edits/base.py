@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from kedit.errors import EditStateError, KeditError
 from kedit.models.loading import LoadedModel
-from kedit.paths import atomic_path, sha256_file, sha256_text
+from kedit.paths import atomic_path, sha256_file
 from kedit.requests import EditRequest
 
 EDIT_MANIFEST = "edit.json"
@@ -166,15 +166,3 @@ def check_combinable(cls: type, edits: Sequence[Any]) -> None:
         raise KeditError("cannot combine edits computed on different base models")
     if len({edit.method for edit in edits}) != 1:
         raise KeditError(f"cannot combine edits of different methods ({', '.join(sorted({e.method for e in edits}))})")
-
-
-def refuse(edit: Any, action: str) -> None:
-    """Raise the kind's one-line reason why ``action`` is impossible for ``edit`` (when it has one)."""
-    reason = getattr(type(edit), "export_refusal", None)
-    if reason:
-        raise KeditError(f"cannot {action}: this {edit.method} edit ({edit.kind}) {reason}")
-
-
-def content_digest(manifest: Mapping[str, Any]) -> str:
-    """sha256 that identifies a saved edit's content: its manifest (with the files' sha256)."""
-    return sha256_text(json.dumps(manifest, sort_keys=True, default=str))
