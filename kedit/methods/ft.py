@@ -67,7 +67,7 @@ from typing import Any, ClassVar
 import torch
 from tqdm.auto import tqdm
 
-from kedit.edits import WeightEdit
+from kedit.edits import ParameterSnapshot, WeightEdit
 from kedit.errors import KeditError
 from kedit.methods.base import register
 from kedit.methods.hparam_types import check_values
@@ -293,7 +293,9 @@ def fine_tune(
     chunks = [encode_chunk(lm, requests[start:start + size], objective) for start in range(0, len(requests), size)]
     names = [lm.anatomy.mlp_out_weight(layer) for layer in layers]
     parameters = [lm.parameter(name) for name in names]
-    originals = [parameter.detach().clone() for parameter in parameters]
+    snapshot = ParameterSnapshot(lm)
+    snapshot.record(names)
+    originals = [snapshot.originals[name] for name in names]  # the ε box is around these
     grad_flags = [parameter.requires_grad for parameter in parameters]
     epsilon = hparams.norm_constraint
     losses, objectives, sss_values = [], [], []
@@ -340,11 +342,10 @@ def fine_tune(
         }
     finally:
         bar.close()
-        with torch.no_grad():
-            for parameter, original, flag in zip(parameters, originals, grad_flags, strict=True):
-                parameter.copy_(original)
-                parameter.requires_grad_(flag)
-                parameter.grad = None
+        snapshot.restore()
+        for parameter, flag in zip(parameters, grad_flags, strict=True):
+            parameter.requires_grad_(flag)
+            parameter.grad = None
     return FineTuneResult(
         deltas=deltas,
         losses=tuple(losses),

@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from kedit.edits import WeightEdit
+from kedit.edits import ParameterSnapshot, WeightEdit
 from kedit.errors import KeditError, KeditWarning
 from kedit.methods.base import register
 from kedit.methods.hparams import build_hparams
@@ -235,7 +235,8 @@ def spread_over_layers(
                          f"{hparams.context_template_length_params}: the template cache is inconsistent")
 
     names = [lm.anatomy.mlp_out_weight(layer) for layer in layers]
-    originals = {name: lm.parameter(name).detach().clone() for name in names}
+    snapshot = ParameterSnapshot(lm)
+    snapshot.record(names)
     targets = z.to(lm.device, torch.float64).T  # (d, n)
     deltas: dict[str, torch.Tensor] = {}
     details = []
@@ -266,9 +267,7 @@ def spread_over_layers(
                 "seconds": time.perf_counter() - started,
             })
     finally:
-        with torch.no_grad():
-            for name, original in originals.items():
-                lm.parameter(name).copy_(original)
+        snapshot.restore()
     return deltas, details
 
 

@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from kedit.edits import WeightEdit
+from kedit.edits import ParameterSnapshot, WeightEdit
 from kedit.errors import KeditError, KeditWarning
 from kedit.methods.base import register
 from kedit.methods.hparams import build_hparams, single_layer_alias
@@ -196,7 +196,8 @@ class ROME:
             if hparams.mom2_adjustment else None
         )
         templates = context_templates(lm, hparams.context_template_length_params, hparams.template_seed)
-        original = parameter.detach().clone()
+        snapshot = ParameterSnapshot(lm)
+        snapshot.record([name])
         total = torch.zeros_like(parameter)
         details = []
         try:
@@ -216,8 +217,7 @@ class ROME:
                     "delta_norm": update.delta_norm,
                 })
         finally:
-            with torch.no_grad():
-                parameter.copy_(original)
+            snapshot.restore()
         return WeightEdit(
             method=self.name,
             requests=tuple(requests),
