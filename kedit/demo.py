@@ -5,26 +5,20 @@ back to its original weights before the next fact, so the facts cannot interfere
 
 Files written to ``out_dir``:
 
-* ``results.jsonl`` — one record per fact, appended and flushed as each fact finishes, so an
-  interrupted run leaves only whole lines (the records finished so far);
+* ``results.jsonl`` — one record per fact, appended and fsynced as each fact finishes
+  (:func:`kedit.runs.append_lines`), so an interrupted run leaves the records finished so far;
 * ``summary.json`` — metric means of both protocols, model fingerprint, command, timings;
 * ``report.md`` and PNG plots — built from those two files alone (see :mod:`kedit.reports`).
 """
 
 from __future__ import annotations
 
-import datetime
-import json
-import platform
 import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
-import torch
-
-from kedit import __version__
 from kedit.api import edit as compute_edit
 from kedit.data.demo import demo_cases
 from kedit.errors import KeditError, KeditWarning
@@ -32,12 +26,20 @@ from kedit.evaluate.evaluation import evaluate, summarize
 from kedit.methods import Edit, get_method
 from kedit.models.loading import DEFAULT_MODEL, LoadedModel, load_model
 from kedit.models.scoring import top_next_tokens
-from kedit.paths import atomic_path, write_json_atomic
+from kedit.paths import atomic_path
 from kedit.reports import demo_report, write_plots
 from kedit.requests import Case
+from kedit.runs import (
+    DEMO,
+    RESULTS_FILE,
+    SUMMARY_FILE,
+    append_lines,
+    model_info,
+    provenance,
+    write_json_atomic,
+    write_lines_atomic,
+)
 
-RESULTS_FILE = "results.jsonl"
-SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.md"
 TOP_K = 5
 
@@ -104,23 +106,6 @@ def edit_and_measure(
     return record, edit
 
 
-def _append_line(handle: IO[str], record: Mapping[str, Any]) -> None:
-    """One whole JSON line per write, flushed, so an interrupted run never leaves half a record."""
-    handle.write(json.dumps(record, default=str) + "\n")
-    handle.flush()
-
-
-def _versions() -> dict[str, str]:
-    import transformers
-
-    return {
-        "kedit": __version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-    }
-
-
 def build_summary(
     records: Sequence[dict[str, Any]],
     lm: LoadedModel,
@@ -133,18 +118,15 @@ def build_summary(
     """Everything ``summary.json`` holds: metric means per protocol plus what is needed to reproduce."""
     layers = {record["edit"].get("layer") for record in records} - {None}
     summary: dict[str, Any] = {
-        "kind": "kedit-demo",
-        "command": command,
-        "model": {"name": model_name, "fingerprint": lm.fingerprint, "device": str(lm.device),
-                  "dtype": str(lm.dtype).removeprefix("torch."), "start_token": lm.start_token},
+        "kind": DEMO,
+        "model": model_info(lm, model_name),
         "method": method,
         "hparams": dict(hparams or {}),
         "cases": len(records),
         "case_ids": [record.get("case_id") for record in records],
         "metrics": summarize(records),
         "seconds": dict(seconds),
-        "versions": _versions(),
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **provenance(command),
     }
     if len(layers) == 1:
         summary["layer"] = layers.pop()
@@ -206,14 +188,15 @@ def run_demo(
 
     records: list[dict[str, Any]] = []
     hparams: Mapping[str, Any] | None = None
-    with open(out_dir / RESULTS_FILE, "w", encoding="utf-8") as handle:
-        for index, case in enumerate(cases):
-            listener.case_started(index, len(cases), case)
-            record, edit = edit_and_measure(lm, case, method, overrides, hparams_file)
-            hparams = hparams or edit.hparams
-            _append_line(handle, record)
-            records.append(record)
-            listener.case_finished(index, len(cases), record)
+    results = out_dir / RESULTS_FILE
+    write_lines_atomic(results, [])  # the records of an earlier demo in this folder go
+    for index, case in enumerate(cases):
+        listener.case_started(index, len(cases), case)
+        record, edit = edit_and_measure(lm, case, method, overrides, hparams_file)
+        hparams = hparams or edit.hparams
+        append_lines(results, [record])
+        records.append(record)
+        listener.case_finished(index, len(cases), record)
 
     seconds = {
         "load_model": load_seconds,

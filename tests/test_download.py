@@ -156,7 +156,7 @@ def test_recorded_checksums_match_the_shared_manifest():
 def test_cli_download(server, tmp_path):
     from typer.testing import CliRunner
 
-    from kedit.cli_data import data_app
+    from kedit.cli.data import data_app
 
     result = CliRunner().invoke(data_app, ["download", "my-file", "--out", str(tmp_path),
                                            "--url", f"{server}/files/data.json", "--sha256", BODY_SHA])

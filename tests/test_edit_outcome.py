@@ -11,13 +11,13 @@ import torch
 import kedit
 from kedit.edits import WeightEdit
 from kedit.errors import KeditWarning
-from kedit.evaluate.run_files import RESULTS_FILE, recover_lines
 from kedit.evaluate.runner import run_bench
 from kedit.methods.outcome import check_targets
 from kedit.models.batching import encode, pad_left
 from kedit.models.scoring import encode_pair, score
 from kedit.models.tracing import final_hidden
 from kedit.requests import Case, EditRequest
+from kedit.runs import RESULTS_FILE, read_lines
 
 REQUEST = EditRequest("The mother tongue of {} is", "Danielle Darrieux", "English", target_true="French")
 # One optimisation step takes none (the last iteration never steps): v* = v_init and the edit is zero.
@@ -68,6 +68,6 @@ def test_run_records_flag_the_unreached_edit(make_lm, tmp_path, mode):
     lm = make_lm("llama")
     case = Case(REQUEST, rephrases=("Danielle Darrieux speaks",), case_id="c0")
     run_bench(lm, "rome", [case], mode=mode, out_dir=tmp_path / "run", overrides=NO_STEP, progress=False)
-    record = recover_lines(tmp_path / "run" / RESULTS_FILE)[0]
+    record = read_lines(tmp_path / "run" / RESULTS_FILE)[0]
     assert record["edit"]["target_reached"] is False
     assert any("did not reach its target" in note for note in record["warnings"])

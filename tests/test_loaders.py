@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -15,8 +13,9 @@ import pytest
 from kedit.data.counterfact import load_counterfact
 from kedit.data.loaders import LoadedDataset, RecordProblem
 from kedit.data.mquake import record_groups
+from kedit.data.pitfalls import RoundRecord
 from kedit.data.registry import DATASETS, dataset_spec, detect_format, load_dataset
-from kedit.errors import DataError, RequestError
+from kedit.errors import DataError, KeditWarning, RequestError
 from kedit.requests import Case, EditRequest, LocalityProbe, PortabilityProbe
 from tests.requirements import require
 
@@ -331,25 +330,18 @@ def test_registry_is_immutable_and_names_are_forgiving():
         dataset_spec("cf")
 
 
-def test_pitfalls_loaders_are_imported_lazily(tmp_path, monkeypatch):
-    path = write(tmp_path, [{"type": "1-2@P69", "edit": {}, "true_objects": []}])
-    monkeypatch.setitem(sys.modules, "kedit.pitfalls.data", None)  # importing it now raises ImportError
-    with pytest.raises(DataError, match="kedit.pitfalls.data.load_round_edit is not available"):
-        load_dataset("roundedit", path)
-
-    calls = []
-    problem = types.SimpleNamespace(index=3, field="edit.subject", message="is missing")
-
-    def load_round_edit(path, *, limit, strict):
-        calls.append((Path(path), limit, strict))
-        return types.SimpleNamespace(records=("r0", "r1"), problems=(problem,), total=3)
-
-    monkeypatch.setitem(sys.modules, "kedit.pitfalls.data", types.SimpleNamespace(load_round_edit=load_round_edit))
-    loaded = load_dataset("RoundEdit", path, limit=3, strict=False)
-    assert calls == [(path, 3, False)]
-    assert isinstance(loaded, LoadedDataset)
-    assert loaded.cases == () and loaded.records == ("r0", "r1") and loaded.records_read == 3
-    assert loaded.problems == (RecordProblem(3, None, "edit.subject", "is missing"),)
+def test_pitfalls_files_load_into_records_with_the_shared_problem_type(tmp_path):
+    good = {"type": "1-2@P69", "true_objects": [{"label": "A"}, {"label": "B"}],
+            "edit": {"relation": {"id": "P69", "prompt": "{} was educated at"}, "subject": {"label": "Cary"},
+                     "object": {"label": "A"}, "new_object": {"label": "C"}}}
+    path = write(tmp_path, [good, {"type": "1-2@P69", "true_objects": []}, good])
+    with pytest.warns(KeditWarning, match="skipped 1 malformed"):
+        loaded = load_dataset("RoundEdit", path, limit=2)
+    assert isinstance(loaded, LoadedDataset) and loaded.name == "roundedit"
+    assert loaded.cases == () and loaded.records_read == 2
+    assert [(type(record), record.subject) for record in loaded.records] == [(RoundRecord, "Cary")]
+    assert loaded.problems == (RecordProblem(1, None, "edit", "missing; the record has keys ['true_objects', 'type']"),)
+    assert loaded.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # ---------------------------------------------------------------- the real files
@@ -501,7 +493,7 @@ def test_real_pitfalls_files_are_recognised():
 def test_cli_check_prints_counts_and_problems(tmp_path):
     from typer.testing import CliRunner
 
-    from kedit.cli_data import data_app
+    from kedit.cli.data import data_app
 
     path = write(tmp_path, [EASY_GOOD, {**EASY_GOOD, "case_id": 11, "subject": "Italy"}])
     runner = CliRunner()

@@ -18,6 +18,13 @@ import torch
 from typer.testing import CliRunner
 
 import kedit.pitfalls.probability as probability
+from kedit.data.pitfalls import (
+    load_conflict_edit,
+    load_relation_prompts,
+    load_round_edit,
+    parse_conflict_record,
+    parse_round_record,
+)
 from kedit.errors import DataError, EditStateError, KeditError, KeditWarning
 from kedit.methods import WeightEdit
 from kedit.methods.base import _REGISTRY, register
@@ -34,13 +41,6 @@ from kedit.pitfalls.conflict import (
     TIED,
     MethodEditor,
     run_conflict_case,
-)
-from kedit.pitfalls.data import (
-    load_conflict_edit,
-    load_relation_prompts,
-    load_round_edit,
-    parse_conflict_record,
-    parse_round_record,
 )
 from kedit.pitfalls.distortion import INTERMEDIATE, TARGET, run_round_case
 
@@ -162,9 +162,9 @@ def test_conflict_loader_reports_malformed_records_by_index_and_field(tmp_path):
         loaded = load_conflict_edit(path)
     assert [r.index for r in loaded.records] == [0, 2]
     assert [(p.index, p.field) for p in loaded.problems] == [(1, "edits[0].new_object"), (3, "edits[1].object.label")]
-    assert loaded.total == 4
+    assert loaded.records_read == 4 and loaded.cases == ()
 
-    with pytest.raises(DataError, match=r"record 1: edits\[0\]\.new_object: is missing"):
+    with pytest.raises(DataError, match=r"record 1: field 'edits\[0\]\.new_object': missing"):
         load_conflict_edit(path, strict=True)
     assert len(load_conflict_edit(path, limit=1, strict=True).records) == 1
 
@@ -183,14 +183,14 @@ def test_round_loader_others_keep_order_and_duplicates(tmp_path):
     with pytest.warns(UserWarning):
         loaded = load_round_edit(path)
     assert [(p.index, p.field) for p in loaded.problems] == [(1, "true_objects"), (2, "edit")]
-    with pytest.raises(DataError, match="record 1: true_objects"):
+    with pytest.raises(DataError, match="record 1: field 'true_objects'"):
         load_round_edit(path, strict=True)
 
 
 def test_loader_errors_for_files(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_conflict_edit(tmp_path / "nothing.json")
-    with pytest.raises(DataError, match="expected a list"):
+    with pytest.raises(DataError, match="expected a JSON list"):
         load_round_edit(_write(tmp_path / "dict.json", {"a": 1}))
     with pytest.raises(DataError, match=r"P1\[0\]"):
         load_relation_prompts(_write(tmp_path / "prompts.json", {"P1": ["no slot"]}))
@@ -503,7 +503,7 @@ def _conflict_files(tmp_path):
 
 
 def test_cli_conflict_writes_cases_and_summary_and_resumes(fake_method, tiny_gpt2_folder, tmp_path):
-    from kedit.cli_pitfalls import pitfalls_app
+    from kedit.cli.pitfalls import pitfalls_app
 
     runner = CliRunner()
     data, out = _conflict_files(tmp_path), tmp_path / "run"
@@ -542,7 +542,7 @@ def test_cli_conflict_writes_cases_and_summary_and_resumes(fake_method, tiny_gpt
 
 
 def test_cli_round_and_bad_input(fake_method, tiny_gpt2_folder, tmp_path):
-    from kedit.cli_pitfalls import pitfalls_app
+    from kedit.cli.pitfalls import pitfalls_app
 
     runner = CliRunner()
     data = _write(tmp_path / "easy.json", [round_record(), round_record(("Duarte High School", "A", "B"))])

@@ -21,14 +21,6 @@ import torch
 import kedit
 from kedit.edits import WeightEdit
 from kedit.evaluate import runner as runner_module
-from kedit.evaluate.run_files import (
-    CURVE_FILE,
-    RESULTS_FILE,
-    RUN_FILE,
-    SUMMARY_FILE,
-    ResumeError,
-    recover_lines,
-)
 from kedit.evaluate.runner import parse_mode, run_bench
 from kedit.evaluate.survey import held_out_probe_case
 from kedit.methods import load_edit
@@ -36,6 +28,7 @@ from kedit.methods.base import register
 from kedit.methods.hparams import build_hparams
 from kedit.reports.runs import read_run
 from kedit.requests import Case, EditRequest, LocalityProbe
+from kedit.runs import CURVE_FILE, RESULTS_FILE, RUN_FILE, SUMMARY_FILE, ResumeError, read_lines
 from tests.tiny_models import build_model
 
 FACTS = [
@@ -161,7 +154,7 @@ def test_resume_after_crash_gives_the_uninterrupted_records(make_lm, tmp_path, m
     lm = make_lm("llama")
     original = snapshot(lm)
     whole = run_bench(lm, "test-shift", CASES, mode=mode, out_dir=tmp_path / "whole", held_out=HELD_OUT, **RUN)
-    expected = recover_lines(tmp_path / "whole" / RESULTS_FILE)
+    expected = read_lines(tmp_path / "whole" / RESULTS_FILE)
     assert_same_weights(lm, original)
 
     # crash while computing the 4th edit (single) / the 3rd chunk (batch:2): 3 resp. 4 records on disk
@@ -171,14 +164,14 @@ def test_resume_after_crash_gives_the_uninterrupted_records(make_lm, tmp_path, m
     assert_same_weights(lm, original)
     results = tmp_path / "crashed" / RESULTS_FILE
     finished = 3 if mode == "single" else 4
-    assert len(recover_lines(results)) == finished and not (tmp_path / "crashed" / SUMMARY_FILE).exists()
+    assert len(read_lines(results)) == finished and not (tmp_path / "crashed" / SUMMARY_FILE).exists()
     with open(results, "a") as handle:  # a record cut short by the kill
         handle.write('{"index": 3, "key": "3:abc", "token": {"pr')
 
     counter = count_calls(monkeypatch)
     summary = run_bench(lm, "test-shift", CASES, mode=mode, out_dir=tmp_path / "crashed", resume=True,
                         held_out=HELD_OUT, **RUN)
-    resumed = recover_lines(results)
+    resumed = read_lines(results)
     assert [r["key"] for r in resumed] == [r["key"] for r in expected]  # every case once, in order
     assert comparable(resumed) == comparable(expected)
     assert counter[0] == (3 if mode == "single" else 1)
@@ -192,7 +185,7 @@ def test_resume_after_crash_gives_the_uninterrupted_records(make_lm, tmp_path, m
 def test_resume_recomputes_a_half_written_batch_and_writes_only_its_missing_records(make_lm, tmp_path, monkeypatch):
     lm = make_lm("llama")
     run_bench(lm, "test-shift", CASES, mode="batch:3", out_dir=tmp_path / "whole", **RUN)
-    expected = recover_lines(tmp_path / "whole" / RESULTS_FILE)
+    expected = read_lines(tmp_path / "whole" / RESULTS_FILE)
     # a kill in the middle of writing the second chunk: its first record made it, the second in part
     crashed = tmp_path / "crashed"
     crashed.mkdir()
@@ -202,7 +195,7 @@ def test_resume_recomputes_a_half_written_batch_and_writes_only_its_missing_reco
     counter = count_calls(monkeypatch)
     run_bench(lm, "test-shift", CASES, mode="batch:3", out_dir=crashed, resume=True, **RUN)
     assert counter[0] == 1  # the second chunk, edited as a whole again
-    assert comparable(recover_lines(crashed / RESULTS_FILE)) == comparable(expected)
+    assert comparable(read_lines(crashed / RESULTS_FILE)) == comparable(expected)
 
 
 def test_resume_with_other_settings_is_refused(make_lm, tmp_path):
@@ -250,8 +243,8 @@ def test_sequential_resume_replays_the_stored_edits(make_lm, tmp_path, monkeypat
               held_out=HELD_OUT, **RUN)
     assert counter[0] == 2  # edits 4 and 5 only; 0-3 were replayed from disk
     assert_same_weights(lm, expected_weights)
-    assert comparable(recover_lines(crashed / RESULTS_FILE)) == comparable(recover_lines(tmp_path / "whole" / RESULTS_FILE))
-    assert recover_lines(crashed / CURVE_FILE) == recover_lines(tmp_path / "whole" / CURVE_FILE)
+    assert comparable(read_lines(crashed / RESULTS_FILE)) == comparable(read_lines(tmp_path / "whole" / RESULTS_FILE))
+    assert read_lines(crashed / CURVE_FILE) == read_lines(tmp_path / "whole" / CURVE_FILE)
 
     run = read_run(crashed)
     assert run.kind == "bench" and run.mode == "sequential" and run.n == 6 and not run.notes
@@ -269,8 +262,8 @@ def test_sequential_with_several_cases_per_edit_checkpoints_after_the_edit_reach
               **RUN)
     assert counter[0] == 3
     expected_weights = snapshot(whole_lm)
-    assert [line["n_edits"] for line in recover_lines(tmp_path / "whole" / CURVE_FILE)] == [2, 5]
-    records = recover_lines(tmp_path / "whole" / RESULTS_FILE)
+    assert [line["n_edits"] for line in read_lines(tmp_path / "whole" / CURVE_FILE)] == [2, 5]
+    records = read_lines(tmp_path / "whole" / RESULTS_FILE)
     assert [r["edit"]["unit"] for r in records] == [0, 0, 1, 1, 2]
     assert [r["edit"]["unit_size"] for r in records] == [2, 2, 2, 2, 1]
 
@@ -288,7 +281,7 @@ def test_sequential_with_several_cases_per_edit_checkpoints_after_the_edit_reach
               restore=False, **RUN)
     assert counter[0] == 1
     assert_same_weights(lm, expected_weights)
-    assert comparable(recover_lines(tmp_path / "crashed" / RESULTS_FILE)) == comparable(records)
+    assert comparable(read_lines(tmp_path / "crashed" / RESULTS_FILE)) == comparable(records)
 
 
 def test_single_mode_opens_one_session_for_the_run(make_lm, tmp_path, monkeypatch):
@@ -322,7 +315,7 @@ def test_a_tampered_stored_edit_is_refused(make_lm, tmp_path, monkeypatch):
 def test_batch_records_equal_evaluate_on_the_same_edit(make_lm, tmp_path):
     lm = make_lm("gpt2")
     summary = run_bench(lm, "test-shift", CASES, mode="batch:3", out_dir=tmp_path, progress=False, eval_batch=3)
-    records = recover_lines(tmp_path / RESULTS_FILE)
+    records = read_lines(tmp_path / RESULTS_FILE)
     for start in (0, 3):
         chunk = CASES[start : start + 3]
         edit = kedit.edit(lm, "test-shift", chunk, apply=False)
@@ -339,7 +332,7 @@ def test_batch_records_equal_evaluate_on_the_same_edit(make_lm, tmp_path):
 def test_held_out_block_measures_the_held_out_facts_before_and_after(make_lm, tmp_path):
     lm = make_lm("llama")
     run_bench(lm, "test-shift", CASES[:2], out_dir=tmp_path, held_out=HELD_OUT, **RUN)
-    records = recover_lines(tmp_path / RESULTS_FILE)
+    records = read_lines(tmp_path / RESULTS_FILE)
     probes = [held_out_probe_case(case) for case in HELD_OUT]
     for record, case in zip(records, CASES[:2], strict=True):
         edit = kedit.edit(lm, "test-shift", case, apply=False)
@@ -367,7 +360,7 @@ def test_single_run_reads_back_as_a_bench_run(make_lm, tmp_path):
 
 # ------------------------------------------------------------------------------------- kill -9 on the CLI
 
-CLI = "import sys, typer; from kedit.cli_bench import bench; sys.argv[0] = 'kedit bench'; typer.run(bench)"
+CLI = "import sys, typer; from kedit.cli.bench import bench; sys.argv[0] = 'kedit bench'; typer.run(bench)"
 FAST_ROME = ["layer=1", "v_num_grad_steps=2", "context_template_length_params=[[3,1]]", "mom2_adjustment=false"]
 
 
@@ -392,19 +385,19 @@ def test_kill_9_then_resume_leaves_no_duplicates(tokenizer, tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (out / SUMMARY_FILE).exists()
-    before = len(recover_lines(results))
+    before = len(read_lines(results))
     assert 1 <= before < 8
 
     finished = subprocess.run([*command, "--resume"], env=env, capture_output=True, timeout=600)
     assert finished.returncode == 0, finished.stderr.decode()[-2000:]
-    keys = [record["key"] for record in recover_lines(results)]
+    keys = [record["key"] for record in read_lines(results)]
     assert len(keys) == len(set(keys)) == 8
     assert [int(key.split(":")[0]) for key in keys] == list(range(8))
     assert json.loads((out / SUMMARY_FILE).read_text())["cases"] == 8
 
 
 def test_bench_data_splits_edited_and_held_out_cases(tmp_path):
-    from kedit.cli_bench import load_bench_data
+    from kedit.cli.bench import load_bench_data
 
     data = tmp_path / "cases.json"
     data.write_text(json.dumps([make_case(i).to_dict() for i in range(5)]))

@@ -8,7 +8,9 @@ in ten thousand costs one case, not the run. ``strict=True`` turns the first pro
 :class:`~kedit.errors.DataError`.
 
 Builders read fields through :func:`text_field`, :func:`answer_text` and :func:`blame`, which raise
-:class:`FieldProblem` naming the field; :func:`build_dataset` catches it.
+:class:`FieldProblem` naming the field; :func:`build_dataset` catches it. Datasets whose records are
+not cases (the Pitfalls files, :mod:`kedit.data.pitfalls`) go through :func:`parse_dataset`, which
+collects parsed records and problems the same way.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class LoadedDataset:
     ``records_read`` counts the records looked at (after ``limit``); a record may give several cases
     (MQuAKE: one per requested rewrite) or none (a skipped record). ``records`` holds parsed records
     for datasets that are not plain cases (ConflictEdit, RoundEdit: pairs of edits run by their own
-    protocol in :mod:`kedit.pitfalls`); those have no ``cases``.
+    protocol in :mod:`kedit.pitfalls`, parsed by :mod:`kedit.data.pitfalls`); those have no ``cases``.
     """
 
     name: str
@@ -144,7 +146,10 @@ def read_json(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"dataset file {path} does not exist (or is not a file)")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not UTF-8 text, so not JSON ({error})") from None
     if path.suffix != ".jsonl":
         try:
             return json.loads(text)
@@ -178,6 +183,35 @@ def _record_id(record: Any, id_key: str | None) -> str | None:
     return str(record[id_key])
 
 
+def _each_record(
+    name: str,
+    path: Path,
+    records: Sequence[Any],
+    convert: Callable[[Mapping[str, Any], int], Any],
+    *,
+    limit: int | None,
+    strict: bool,
+    id_key: str | None,
+) -> tuple[list[Any], tuple[RecordProblem, ...], int]:
+    """``convert`` of each of the first ``limit`` records, the problems of the others, and how many were read."""
+    if limit is not None and limit < 0:
+        raise DataError(f"limit must be a non-negative number of records, got {limit}")
+    chosen = records if limit is None else records[:limit]
+    converted: list[Any] = []
+    problems: list[RecordProblem] = []
+    for index, record in enumerate(tqdm(chosen, desc=f"reading {name}", unit="record", leave=False, disable=None)):
+        try:
+            if not isinstance(record, Mapping):
+                raise FieldProblem("record", f"must be a JSON object, got {type(record).__name__}: {record!r:.80}")
+            converted.append(convert(record, index))
+        except FieldProblem as problem:
+            found = RecordProblem(index, _record_id(record, id_key), problem.field, problem.message)
+            if strict:
+                raise DataError(f"{path}: {found}") from problem
+            problems.append(found)
+    return converted, tuple(problems), len(chosen)
+
+
 def build_dataset(
     name: str,
     path: str | Path,
@@ -189,28 +223,31 @@ def build_dataset(
     id_key: str | None = None,
 ) -> LoadedDataset:
     """Run ``build`` on the first ``limit`` records (all when None), collecting cases and problems."""
-    if limit is not None and limit < 0:
-        raise DataError(f"limit must be a non-negative number of records, got {limit}")
     path = Path(path)
-    chosen = records if limit is None else records[:limit]
-    cases: list[Case] = []
-    problems: list[RecordProblem] = []
-    for index, record in enumerate(tqdm(chosen, desc=f"reading {name}", unit="record", leave=False, disable=None)):
-        try:
-            if not isinstance(record, Mapping):
-                raise FieldProblem("record", f"must be a JSON object, got {type(record).__name__}: {record!r:.80}")
-            cases.extend(build(record, index))
-        except FieldProblem as problem:
-            found = RecordProblem(index, _record_id(record, id_key), problem.field, problem.message)
-            if strict:
-                raise DataError(f"{path}: {found}") from problem
-            problems.append(found)
+    built, problems, read = _each_record(name, path, records, build, limit=limit, strict=strict, id_key=id_key)
     return LoadedDataset(
         name=name,
         path=path,
-        cases=tuple(cases),
-        problems=tuple(problems),
+        cases=tuple(case for cases in built for case in cases),
+        problems=problems,
         sha256=sha256_file(path),
-        records_read=len(chosen),
+        records_read=read,
     )
 
+
+def parse_dataset(
+    name: str,
+    path: str | Path,
+    records: Sequence[Any],
+    parse: Callable[[Mapping[str, Any], int], Any],
+    *,
+    limit: int | None = None,
+    strict: bool = False,
+    id_key: str | None = None,
+) -> LoadedDataset:
+    """Like :func:`build_dataset` for records that are not cases: ``parse`` makes one object of each
+    record, kept in ``records`` (the dataset has no ``cases``)."""
+    path = Path(path)
+    parsed, problems, read = _each_record(name, path, records, parse, limit=limit, strict=strict, id_key=id_key)
+    return LoadedDataset(name=name, path=path, cases=(), problems=problems, sha256=sha256_file(path),
+                         records_read=read, records=tuple(parsed))

@@ -1,21 +1,20 @@
 """The datasets kedit can read, by name: ``load_dataset(name, path)`` and ``detect_format(path)``.
 
 :data:`DATASETS` is an immutable mapping built once by :func:`_specs`; nothing registers itself at
-import time. ConflictEdit and RoundEdit live in :mod:`kedit.pitfalls.data`, imported only when
-one of them is loaded, so this module works (and lists them) without that package.
+import time.
 
 Format detection reads the keys of the first few records (or of the file's top-level object) and
 picks the format one of whose key sets (``signatures``) they all have, the most specific (largest
 key set) winning; a file that fits none raises :class:`~kedit.errors.DataError` listing every
 known key set.
 
-ConflictEdit and RoundEdit records are pairs of edits with their own protocol, not cases:
-``load_dataset`` returns them parsed in ``LoadedDataset.records``, with no ``cases``.
+ConflictEdit and RoundEdit records (:mod:`kedit.data.pitfalls`) are pairs of edits with their own
+protocol, not cases: ``load_dataset`` returns them parsed in ``LoadedDataset.records``, with no
+``cases``.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,15 +23,14 @@ from typing import Any
 
 from kedit.data.counterfact import load_counterfact_easyedit, load_counterfact_rome
 from kedit.data.knowedit import load_knowedit, load_knowedit_sanitation, load_knowedit_wikibio
-from kedit.data.loaders import LoadedDataset, RecordProblem, read_json
+from kedit.data.loaders import LoadedDataset, read_json
 from kedit.data.mquake import load_mquake, load_mquake_triples
+from kedit.data.pitfalls import CONFLICT_EDIT, ROUND_EDIT, load_conflict_edit, load_round_edit
 from kedit.data.wise import load_wise
 from kedit.data.zsre import load_zsre
 from kedit.errors import DataError
-from kedit.paths import sha256_file
 
-Loader = Callable[..., Any]  # (path, *, limit: int | None, strict: bool) -> LoadedDataset
-PITFALLS_MODULE = "kedit.pitfalls.data"
+Loader = Callable[..., LoadedDataset]  # (path, *, limit: int | None, strict: bool) -> LoadedDataset
 SAMPLED_RECORDS = 5
 
 
@@ -48,23 +46,6 @@ class DatasetSpec:
     def fit(self, keys: frozenset[str]) -> int:
         """The size of the largest key set of this format that ``keys`` contains (0: none)."""
         return max((len(signature) for signature in self.signatures if signature <= keys), default=0)
-
-
-def _lazy(module: str, function: str) -> Loader:
-    """A loader that imports ``module.function`` when called, with a clear error when it is absent."""
-
-    def load(path: str | Path, *, limit: int | None = None, strict: bool = False) -> Any:
-        try:
-            target = getattr(importlib.import_module(module), function)
-        except (ImportError, AttributeError) as error:
-            raise DataError(
-                f"this dataset's loader {module}.{function} is not available ({error}); "
-                "it ships with kedit's pitfalls package"
-            ) from error
-        return target(path, limit=limit, strict=strict)
-
-    load.__name__ = function
-    return load
 
 
 def _specs() -> tuple[DatasetSpec, ...]:
@@ -92,10 +73,9 @@ def _specs() -> tuple[DatasetSpec, ...]:
                     load_mquake_triples, keys({"prompt", "subject", "target_new", "target_true", "question"})),
         DatasetSpec("wise", "WISE hallucination / temporal", load_wise,
                     keys({"prompt", "subject", "target_new", "locality_prompt", "locality_ground_truth"})),
-        DatasetSpec("conflictedit", "Pitfalls ConflictEdit (reverse / composite / coverage)",
-                    _lazy(PITFALLS_MODULE, "load_conflict_edit"), keys({"edits", "triples"})),
-        DatasetSpec("roundedit", "Pitfalls RoundEdit (easy / hard)",
-                    _lazy(PITFALLS_MODULE, "load_round_edit"), keys({"edit", "true_objects"})),
+        DatasetSpec(CONFLICT_EDIT, "Pitfalls ConflictEdit (reverse / composite / coverage)", load_conflict_edit,
+                    keys({"edits", "triples"})),
+        DatasetSpec(ROUND_EDIT, "Pitfalls RoundEdit (easy / hard)", load_round_edit, keys({"edit", "true_objects"})),
     )
 
 
@@ -145,7 +125,7 @@ def load_dataset(
     if not path.is_file():
         raise DataError(f"dataset file {path} does not exist (or is not a file)")
     spec = dataset_spec(detect_format(path) if name.strip().lower() == "auto" else name)
-    return _as_dataset(spec.name, path, spec.load(path, limit=limit, strict=strict))
+    return spec.load(path, limit=limit, strict=strict)
 
 
 SHOWN_PROBLEMS = 3
@@ -169,16 +149,3 @@ def why_no_cases(loaded: LoadedDataset) -> tuple[str, str | None]:
                 f"{loaded.records_read} records were skipped — {shown}{more}; `kedit data check {loaded.path}` "
                 f"lists every problem"), None
     return f"{loaded.path} read as {loaded.name!r} holds no records", None
-
-
-def _as_dataset(name: str, path: Path, loaded: Any) -> LoadedDataset:
-    """One result type for every loader: pitfalls loaders return parsed records with their problems."""
-    if isinstance(loaded, LoadedDataset):
-        return loaded
-    if all(hasattr(loaded, attribute) for attribute in ("records", "problems", "total")):
-        problems = tuple(RecordProblem(problem.index, None, problem.field, problem.message)
-                         for problem in loaded.problems)
-        return LoadedDataset(name=name, path=path, cases=(), problems=problems, sha256=sha256_file(path),
-                             records_read=loaded.total, records=tuple(loaded.records))
-    raise DataError(f"the {name} loader returned a {type(loaded).__name__}, not a LoadedDataset "
-                    "nor records with problems")

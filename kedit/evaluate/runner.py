@@ -18,8 +18,9 @@ scored once for all cases of its unit (plus the held-out cases). Chunks are fixe
 so a resumed run scores exactly the same batches as an uninterrupted one and its numbers are
 identical bit for bit.
 
-Crash safety: see :mod:`kedit.evaluate.run_files`. ``kill -9`` at any moment loses at most the unit
-in flight; ``resume=True`` continues, never duplicating a record.
+Crash safety: see :mod:`kedit.runs` (the run directory's files, how they are written, resume).
+``kill -9`` at any moment loses at most the unit in flight; ``resume=True`` continues, never
+duplicating a record.
 """
 
 from __future__ import annotations
@@ -32,16 +33,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
 from kedit.edits import Edit, EditStack
 from kedit.errors import KeditError, KeditWarning
 from kedit.evaluate.evaluation import ProbeLayout, layout_probes, summarize
 from kedit.evaluate.evaluation import case_record as evaluation_case_record
-from kedit.evaluate.run_files import (
+from kedit.evaluate.survey import HELD_OUT, held_out_block, held_out_probe_case, survey_summary
+from kedit.methods import load_edit, method_for
+from kedit.methods.base import hparams_dict, open_session
+from kedit.methods.outcome import TARGETS_REACHED, record_outcome, warn_known_targets
+from kedit.models.loading import LoadedModel
+from kedit.models.scoring import TargetScore, score
+from kedit.requests import Case
+from kedit.runs import (
+    BENCH,
     CURVE_FILE,
-    KIND,
     RESULTS_FILE,
     SUMMARY_FILE,
     ResumeError,
@@ -49,19 +56,14 @@ from kedit.evaluate.run_files import (
     case_key,
     cases_digest,
     edit_dir,
-    recover_lines,
-    start_run_dir,
+    model_info,
+    provenance,
+    read_lines,
+    start_run,
     stored_edit_dirs,
+    write_json_atomic,
     write_lines_atomic,
 )
-from kedit.evaluate.survey import HELD_OUT, held_out_block, held_out_probe_case, survey_summary
-from kedit.methods import load_edit, method_for
-from kedit.methods.base import hparams_dict, open_session
-from kedit.methods.outcome import TARGETS_REACHED, record_outcome, warn_known_targets
-from kedit.models.loading import LoadedModel
-from kedit.models.scoring import TargetScore, score
-from kedit.paths import write_json_atomic
-from kedit.requests import Case
 
 SINGLE, BATCH, SEQUENTIAL = "single", "batch", "sequential"
 DEFAULT_EVAL_EVERY = 10
@@ -236,7 +238,7 @@ def _unit_records(plan: _Plan, indices: Sequence[int], before: Mapping[int, list
 def _done_keys(plan: _Plan, path: Path) -> set[str]:
     """Keys of the records already in ``results.jsonl`` (its partial last line is cut off first)."""
     done: set[str] = set()
-    for number, record in enumerate(recover_lines(path), start=1):
+    for number, record in enumerate(read_lines(path, repair=True), start=1):
         key = record.get("key")
         if key not in plan.keys:
             raise ResumeError(f"{path} line {number} is for case {key!r}, which is not in this run's data")
@@ -394,7 +396,7 @@ def _run_sequential(plan: _Plan, clock: _Clock, restore: bool) -> None:
     stack = EditStack(plan.lm)
     n = len(plan.probes)
     steps = _steps(plan)
-    curve_done = {line.get("n_edits") for line in recover_lines(plan.out_dir / CURVE_FILE)}
+    curve_done = {line.get("n_edits") for line in read_lines(plan.out_dir / CURVE_FILE, repair=True)}
     due = sorted(plan.mode.checkpoints(n))
 
     def reaches_checkpoint(previous: int, count: int) -> bool:
@@ -464,27 +466,13 @@ def _run_sequential(plan: _Plan, clock: _Clock, restore: bool) -> None:
             stack.unwind()
 
 
-def _versions() -> dict[str, str]:
-    import platform
-
-    import transformers
-
-    from kedit import __version__
-
-    return {"kedit": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version()}
-
-
 def run_info(lm: LoadedModel, method: str, mode: Mode, cases: Sequence[Case], held_out: Sequence[Case],
              hparams: Mapping[str, Any], *, model_name: str | None, data: Mapping[str, Any] | None,
              command: str | None, batch_capable: bool) -> dict[str, Any]:
     """The run.json of a bench run (what kedit.reports.runs reads)."""
-    import datetime
-
     return {
-        "kind": KIND,
-        "model": {"name": model_name or lm.source, "fingerprint": lm.fingerprint, "device": str(lm.device),
-                  "dtype": str(lm.dtype).removeprefix("torch."), "start_token": lm.start_token},
+        "kind": BENCH,
+        "model": model_info(lm, model_name or lm.source),
         "method": method,
         "batch_capable": batch_capable,
         "hparams": dict(hparams),
@@ -496,14 +484,12 @@ def run_info(lm: LoadedModel, method: str, mode: Mode, cases: Sequence[Case], he
         "eval_every": mode.eval_every or None,
         "protocol": "token and probability (reported separately)",
         "n": len(cases),
-        "command": command,
-        "versions": _versions(),
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **provenance(command),
     }
 
 
 def _summary(out_dir: Path, info: Mapping[str, Any], clock: _Clock, n: int) -> dict[str, Any]:
-    records = sorted(recover_lines(out_dir / RESULTS_FILE), key=lambda record: record["index"])
+    records = sorted(read_lines(out_dir / RESULTS_FILE), key=lambda record: record["index"])
     if len(records) != n:
         raise KeditError(f"{out_dir / RESULTS_FILE} holds {len(records)} records, expected {n}")
     seconds = clock.as_dict()
@@ -511,7 +497,7 @@ def _summary(out_dir: Path, info: Mapping[str, Any], clock: _Clock, n: int) -> d
     return {
         **summarize(records),
         **survey_summary(records),
-        "kind": KIND,
+        "kind": BENCH,
         "model": info.get("model"),
         "method": info.get("method"),
         "mode": info.get("mode_spec"),
@@ -560,7 +546,7 @@ def run_bench(
     info = run_info(lm, method, mode, cases, list(held_out), hparams, model_name=model_name, data=data,
                     command=command, batch_capable=chosen.batch_capable)
     out_dir = Path(out_dir)
-    info = start_run_dir(out_dir, info, resume=resume)
+    info = start_run(out_dir, info, resume=resume)
     (out_dir / SUMMARY_FILE).unlink(missing_ok=True)  # a resumed run is not finished until it says so
     plan = _Plan(lm, method, mode, out_dir, resolved,
                  probes=tuple(case_probes(case) for case in cases),

@@ -40,11 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kedit.data.pitfalls import ConflictRecord
 from kedit.edits import Edit, EditStack
 from kedit.errors import KeditError, KeditWarning
 from kedit.models.loading import LoadedModel
 from kedit.pitfalls import metrics as m
-from kedit.pitfalls.data import ConflictRecord
 from kedit.pitfalls.probability import FactQuery, FactScore, fact_query, score_named, scores_block
 from kedit.requests import EditRequest
 

@@ -34,12 +34,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kedit.data.pitfalls import Fact, RoundRecord
 from kedit.edits import EditStack
 from kedit.errors import KeditError
 from kedit.models.loading import LoadedModel
 from kedit.pitfalls import metrics as m
 from kedit.pitfalls.conflict import THETA, THETA_2, THETA_M, CaseLog, Editor, MethodEditor
-from kedit.pitfalls.data import Fact, RoundRecord
 from kedit.pitfalls.probability import FactQuery, FactScore, fact_query, score_named, scores_block
 
 TARGET = "target"  # o

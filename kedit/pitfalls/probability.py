@@ -20,10 +20,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from kedit.data.pitfalls import Fact
 from kedit.errors import DataError
 from kedit.models.loading import LoadedModel
 from kedit.models.scoring import score
-from kedit.pitfalls.data import Fact
 from kedit.pitfalls.metrics import fact_probability
 from kedit.requests import SUBJECT_SLOT
 

@@ -8,7 +8,7 @@ the comparison of run directories behind ``kedit report`` (:func:`write_comparis
 from kedit.reports.html import markdown_to_html
 from kedit.reports.markdown import case_table, demo_report, markdown_table, metrics_tables
 from kedit.reports.plots import plot_case_probabilities, plot_metric_means, write_plots
-from kedit.reports.records import CaseRow, MetricRow, case_row, metric_rows, read_records
+from kedit.reports.records import CaseRow, MetricRow, case_row, metric_rows
 from kedit.reports.report_writer import ComparisonReport, write_comparison_report
 from kedit.reports.runs import Run, RunFailure, read_run, read_runs
 
@@ -27,7 +27,6 @@ __all__ = [
     "metrics_tables",
     "plot_case_probabilities",
     "plot_metric_means",
-    "read_records",
     "read_run",
     "read_runs",
     "write_comparison_report",

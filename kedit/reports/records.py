@@ -1,20 +1,17 @@
-"""Reading results records and pulling out the numbers that tables and plots show.
+"""Pulling out of results records the numbers that tables and plots show.
 
-A record is one line of ``results.jsonl`` as written by :func:`kedit.evaluate` (plus whatever the
-writer added, e.g. ``top_tokens``); a summary is the dict returned by :func:`kedit.summarize`.
-The accessors tolerate missing pieces (a case without ``target_true`` has no probability protocol)
-and return ``None`` for them, so one table layout serves every dataset.
+A record is one line of ``results.jsonl`` (read with :func:`kedit.runs.read_lines`) as written by
+:func:`kedit.evaluate`, plus whatever the writer added, e.g. ``top_tokens``; a summary is the dict
+returned by :func:`kedit.summarize`. The accessors tolerate missing pieces (a case without
+``target_true`` has no probability protocol) and return ``None`` for them, so one table layout
+serves every dataset.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-from kedit.errors import KeditError
 
 # Protocol keys as written in records; spelled out here so reports depend on the files, not on kedit internals.
 PROTOCOLS = ("token", "probability", "fluency")
@@ -95,27 +92,3 @@ def metric_rows(metrics: Mapping[str, Any], protocol: str) -> list[MetricRow]:
 
 def protocol_description(metrics: Mapping[str, Any], protocol: str) -> str:
     return str((metrics.get(protocol) or {}).get("protocol", ""))
-
-
-def _complete_lines(path: Path) -> Iterator[tuple[int, str]]:
-    # A run stopped mid-write can leave a last line without its newline: it is not a record yet.
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    yield from ((number, line) for number, line in enumerate(lines[:-1], start=1) if line.strip())
-
-
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a ``results.jsonl`` file; an unfinished last line (interrupted run) is skipped.
-
-    A broken line elsewhere is corruption, not an interruption: it raises :class:`KeditError`
-    naming the file and line.
-    """
-    path = Path(path)
-    records = []
-    for number, line in _complete_lines(path):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as error:
-            raise KeditError(f"{path.name} line {number} is not valid JSON ({error.msg})") from None
-    return records
-

@@ -17,7 +17,8 @@ from kedit.reports.comparison import GROUPS, curves, groups_with_curves, metric_
 from kedit.reports.comparison_page import bars_plot_name, comparison_report, curves_plot_name
 from kedit.reports.html import markdown_to_html
 from kedit.reports.plots import plot_group_bars, plot_group_curves, run_colours
-from kedit.reports.runs import RESULTS_FILE, RUN_FILE, Run, RunFailure, read_runs
+from kedit.reports.runs import Run, RunFailure, read_runs
+from kedit.runs import RESULTS_FILE, RUN_FILE
 
 MARKDOWN_FILE = "report.md"
 HTML_FILE = "report.html"

@@ -2,8 +2,8 @@
 
 A run directory holds ``run.json`` (what was run: model, method, data, mode, ``kind``),
 ``results.jsonl`` (one record per case), ``summary.json`` (means) and, for sequential runs,
-``curve.jsonl`` (one summary per checkpoint). A demo folder has no ``run.json``; its
-``summary.json`` carries ``kind: kedit-demo`` and the same facts.
+``curve.jsonl`` (one summary per checkpoint); :mod:`kedit.runs` writes them and names them. A demo
+folder has no ``run.json``; its ``summary.json`` carries ``kind: kedit-demo`` and the same facts.
 
 Reading is tolerant: a folder that cannot be used becomes a :class:`RunFailure` that says why,
 and the report lists it instead of stopping. A run without ``kind`` whose records are
@@ -19,19 +19,22 @@ from pathlib import Path
 from typing import Any
 
 from kedit.errors import KeditError
-from kedit.reports.records import read_records
+from kedit.runs import (
+    BENCH,
+    CURVE_FILE,
+    DEMO,
+    PITFALLS_CONFLICT,
+    PITFALLS_ROUND,
+    RESULTS_FILE,
+    RUN_FILE,
+    SUMMARY_FILE,
+    BadLine,
+    read_lines,
+)
 
-RUN_FILE = "run.json"
-RESULTS_FILE = "results.jsonl"
-SUMMARY_FILE = "summary.json"
-CURVE_FILE = "curve.jsonl"
-
-BENCH = "bench"
-PITFALLS_CONFLICT = "pitfalls-conflict"
-PITFALLS_ROUND = "pitfalls-round"
 KINDS = (BENCH, PITFALLS_CONFLICT, PITFALLS_ROUND)
 # Other spellings of a kind found in files; a demo is a bench run of single edits.
-KIND_ALIASES = {"kedit-bench": BENCH, "kedit-demo": BENCH, "demo": BENCH}
+KIND_ALIASES = {"kedit-bench": BENCH, DEMO: BENCH, "demo": BENCH}
 EVALUATION_PROTOCOLS = ("token", "probability")
 
 
@@ -128,14 +131,13 @@ def _read_json_object(path: Path) -> dict[str, Any]:
 
 
 def _read_lines(path: Path) -> list[dict[str, Any]]:
+    # Never repair: the run may still be writing its last line, which is simply not a record yet.
     try:
-        records = read_records(path)
-    except (OSError, UnicodeDecodeError, KeditError) as error:
+        return read_lines(path)
+    except BadLine as error:  # named within the run directory, like every other reason here
+        raise _Unreadable(f"{error.path.name} line {error.number} {error.problem}") from None
+    except (OSError, UnicodeDecodeError) as error:
         raise _Unreadable(str(error)) from None
-    for number, record in enumerate(records, start=1):
-        if not isinstance(record, dict):
-            raise _Unreadable(f"{path.name} line {number} holds a JSON {type(record).__name__}, expected an object")
-    return records
 
 
 def is_evaluation_record(record: Mapping[str, Any]) -> bool:
@@ -188,7 +190,7 @@ def _read_run(path: Path) -> Run:
     records = _read_lines(results_file) if results_file.is_file() else []
     if run_file.is_file():
         info, source = _read_json_object(run_file), RUN_FILE
-    elif summary_file.is_file() and _read_json_object(summary_file).get("kind") == "kedit-demo":
+    elif summary_file.is_file() and _read_json_object(summary_file).get("kind") == DEMO:
         info, source = _read_json_object(summary_file), SUMMARY_FILE
     else:
         present = ", ".join(sorted(p.name for p in path.iterdir())) or "nothing"

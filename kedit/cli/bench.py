@@ -1,27 +1,26 @@
 """``kedit bench``: run a dataset through a method in single, batch or sequential mode, resumably.
 
-Registered in :mod:`kedit.cli` (which adds its usual error handling). The run directory it writes
-(``run.json``, ``results.jsonl``, ``summary.json``, ``curve.jsonl``, ``edits/``) is what
-``kedit report`` reads; ``--resume`` continues a run that was interrupted, even by ``kill -9``.
+Registered on the ``kedit`` app by :mod:`kedit.cli`. The run directory it writes (laid out by
+:mod:`kedit.runs`) is what ``kedit report`` reads; ``--resume`` continues a run that was interrupted,
+even by ``kill -9``. :func:`load_bench_data` is also what the scripts under ``bench/`` read data with.
 """
 
 from __future__ import annotations
 
-import shlex
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from kedit.cli import common
 from kedit.errors import KeditError
 from kedit.models.loading import DEFAULT_MODEL
 from kedit.requests import Case
+from kedit.runs import command_line
 
 # Names read here rather than by kedit.data.registry: a file of Case.to_dict() records, the built-in demo set.
 CASES_FORMAT, DEMO_FORMAT = "cases", "demo"
@@ -80,12 +79,6 @@ def load_bench_data(data: str, n: int, held_out: int) -> BenchData:
     return BenchData(tuple(edited), tuple(cases[len(edited) : len(edited) + held_out]), spec)
 
 
-def _parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
-    from kedit.methods.hparams import parse_override
-
-    return dict(parse_override(item) for item in items or ())
-
-
 def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, int | float) and not isinstance(value, bool) else "–"
 
@@ -102,47 +95,45 @@ def _survey_table(summary: Mapping[str, Any]) -> Table:
     return table
 
 
+@common.reports_errors
 def bench(
     data: Annotated[str, typer.Option(help="Dataset as NAME:PATH, e.g. counterfact:/data/counterfact.json "
                                       "(names: see `kedit data list`; 'cases' for a file of kedit cases; 'demo').")],
     out: Annotated[Path, typer.Option(file_okay=False, help="Run directory: run.json, results.jsonl, summary.json, curve.jsonl.")],
-    model: Annotated[str, typer.Option(help="Bundled name, HF folder, .gguf file or hub id.")] = DEFAULT_MODEL,
-    method: Annotated[str, typer.Option(help="Editing method (see `kedit methods`).")] = "rome",
+    model: common.ModelOption = DEFAULT_MODEL,
+    method: common.MethodOption = "rome",
     n: Annotated[int, typer.Option(min=1, help="Number of cases to edit (the first N of the data).")] = 500,
     mode: Annotated[str, typer.Option(help="single | batch:N | sequential[:E[:B]] (checkpoint every E edited cases, default 10; sequential:log checkpoints after 1, 2, 5, 10, 20, 50, ... cases; B cases per edit, default 1, e.g. sequential:log:100).")] = "single",
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out where it stopped.")] = False,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Hyperparameter override key=value. Repeatable.")] = None,
-    hparams: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="YAML file of hyperparameters.")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    set_: common.SetOption = None,
+    hparams: common.HparamsOption = None,
+    device: common.DeviceOption = "cpu",
     held_out: Annotated[int, typer.Option(min=0, help="Cases after the first N kept unedited to measure drawdown.")] = 0,
     eval_batch: Annotated[int, typer.Option(min=1, help="Cases whose probes share one batched scoring call.")] = 64,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Benchmark a method on a dataset; every case's record is on disk as soon as it is measured."""
     from kedit.evaluate.runner import parse_mode, run_bench
-    from kedit.methods import get_method
-    from kedit.models.loading import load_model
 
-    overrides = _parse_overrides(set_)
+    overrides = common.parse_overrides(set_)
     parsed_mode = parse_mode(mode)
-    get_method(method).default_hparams(None, hparams, overrides)  # bad method or key: fail before loading
+    common.check_method(method, hparams, overrides)
     chosen = load_bench_data(data, n, held_out)
-    log = Console(stderr=True)
+    log = common.stderr_console()
     log.print(f"{len(chosen.cases)} case(s) from {escape(data)}"
               + (f", {len(chosen.held_out)} held out" if chosen.held_out else "")
               + f"; {escape(method)} in {parsed_mode.spec} mode; writing to {escape(str(out))}")
-    with log.status(f"loading {escape(model)} …"):
-        lm = load_model(model, device=device)
+    lm, _ = common.load_lm(model, device, log)
     try:
         summary = run_bench(lm, method, chosen.cases, mode=parsed_mode, out_dir=out, overrides=overrides,
                             resume=resume, progress=progress, eval_batch=eval_batch, held_out=chosen.held_out,
                             hparams_file=hparams, model_name=model, data=chosen.spec,
-                            command=shlex.join(["kedit", *sys.argv[1:]]))
+                            command=command_line())
     except KeyboardInterrupt:
         log.print(f"[yellow]interrupted:[/] finished cases are in {escape(str(out))}; "
                   "run the same command with --resume to continue")
         raise
-    console = Console()
+    console = common.stdout_console()
     console.print(_survey_table(summary))
     console.print(f"{summary['cases']} case(s); {_fmt(summary.get('cases_per_second'))} cases/s this session; "
                   f"results: {escape(str(out))}")

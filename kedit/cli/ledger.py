@@ -3,27 +3,27 @@
 Entries are appended by ``kedit edit … --ledger DIR``. Commands that need the model load the base
 model the ledger recorded (``--model`` only overrides where it is loaded from; its fingerprint
 must still match). Exit status: 0 on success; 1 when ``list`` or ``show`` finds a damaged entry;
-2 for bad input, a refused operation or an inconsistent ledger.
+2 for bad input, a refused operation or an inconsistent ledger. Registered on the ``kedit`` app by
+:mod:`kedit.cli`.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from kedit.cli.common import DeviceOption, load_lm, reports_errors, stderr_console, stdout_console
 
 if TYPE_CHECKING:
     from kedit.ledger import Ledger
     from kedit.models.loading import LoadedModel
 
-F = TypeVar("F", bound=Callable[..., Any])
 DAMAGED = 1
 TOP_K = 5
 
@@ -36,34 +36,15 @@ ledger_app = typer.Typer(
 LedgerPath = Annotated[Path, typer.Option("--ledger", file_okay=False, help="The ledger folder (written by kedit edit --ledger).")]
 EntryRef = Annotated[str, typer.Argument(help="An entry id (e0003), its number (3) or 'last'.")]
 ModelOption = Annotated[str | None, typer.Option(help="Where to load the base model from (default: the source the ledger recorded).")]
-DeviceOption = Annotated[str, typer.Option(help="cpu, cuda or auto.")]
 UptoOption = Annotated[str | None, typer.Option(help="Stop after this entry (id, number or 'last') (default: all).")]
 
 
-def _reports_errors(command: F) -> F:
-    """kedit.cli's error handling (a KeditError becomes a message and exit code 2), imported when the
-    command runs because kedit.cli imports this module."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from kedit.cli import _reports_errors as handled
-
-        return handled(command)(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _stdout() -> Console:
-    return Console()
-
-
 def _load_base(book: Ledger, model: str | None, device: str) -> LoadedModel:
-    from kedit.cli import _load
     from kedit.ledger import LedgerError
 
     if book.base is None:
         raise LedgerError(f"the ledger {book.root} has no entries yet, so it has no base model to load")
-    lm, _ = _load(model or book.base.source, device, Console(stderr=True))
+    lm, _ = load_lm(model or book.base.source, device, stderr_console())
     return lm
 
 
@@ -76,19 +57,19 @@ def _request_text(request: dict[str, Any]) -> str:
 def _announce_leftovers(book: Ledger) -> None:
     removed = book.clean()
     if removed:
-        Console(stderr=True).print(f"[yellow]removed leftovers of an interrupted write[/] (not part of the chain): "
+        stderr_console().print(f"[yellow]removed leftovers of an interrupted write[/] (not part of the chain): "
                                    f"{escape(', '.join(removed))}", soft_wrap=True)
 
 
 @ledger_app.command("list")
-@_reports_errors
+@reports_errors
 def list_entries(ledger: LedgerPath) -> None:
     """List the entries in the order they apply; check every file's sha256; remove leftovers of interrupted writes."""
     from kedit.ledger import Ledger
 
     book = Ledger.open(ledger)
     _announce_leftovers(book)
-    console = _stdout()
+    console = stdout_console()
     if book.base is None:
         console.print(f"the ledger {escape(str(ledger))} has no entries")
         return
@@ -111,12 +92,12 @@ def list_entries(ledger: LedgerPath) -> None:
     console.print(table)
     console.print(f"head fingerprint {book.index.head_fingerprint[:12]}")
     if damaged:
-        Console(stderr=True).print(f"[bold red]damaged:[/] {', '.join(damaged)}; the ledger will not apply or export them")
+        stderr_console().print(f"[bold red]damaged:[/] {', '.join(damaged)}; the ledger will not apply or export them")
         raise typer.Exit(DAMAGED)
 
 
 @ledger_app.command()
-@_reports_errors
+@reports_errors
 def show(entry: EntryRef, ledger: LedgerPath) -> None:
     """Show one entry: requests, hyperparameters, fingerprints, changed parameters, file hashes."""
     from kedit.ledger import Ledger
@@ -125,7 +106,7 @@ def show(entry: EntryRef, ledger: LedgerPath) -> None:
     link = book.link(entry)
     manifest = book.manifest(link.id)
     problems = book.file_problems(link.id)
-    console = _stdout()
+    console = stdout_console()
     position = book.entries.index(link) + 1
     console.print(f"[bold]{link.id}[/] (#{position} of {len(book.entries)}) — {escape(manifest.method)}, created {manifest.created}")
     console.print(f"parent: {link.parent or 'none (applies to the base model)'}")
@@ -144,7 +125,7 @@ def show(entry: EntryRef, ledger: LedgerPath) -> None:
         files.add_row(name, digest)
     if problems:
         console.print(files)
-        Console(stderr=True).print(f"[bold red]damaged:[/] {escape('; '.join(problems))}")
+        stderr_console().print(f"[bold red]damaged:[/] {escape('; '.join(problems))}")
         raise typer.Exit(DAMAGED)
     edit = book.load_edit(link.id)
     console.print("hyperparameters: " + escape(json.dumps(dict(edit.hparams), default=str, sort_keys=True)), soft_wrap=True)
@@ -158,7 +139,7 @@ def show(entry: EntryRef, ledger: LedgerPath) -> None:
 
 
 @ledger_app.command()
-@_reports_errors
+@reports_errors
 def revert(
     entry: EntryRef,
     ledger: LedgerPath,
@@ -173,7 +154,7 @@ def revert(
     needs_model = book.check_revert(entry, force)
     lm = _load_base(book, model, device) if needs_model else None
     outcome = book.revert(entry, force=force, lm=lm)
-    console = _stdout()
+    console = stdout_console()
     console.print(f"reverted {outcome.removed}; the head is now {outcome.head or 'the base model'} "
                   f"(fingerprint {outcome.head_fingerprint[:12]})")
     if outcome.rebased:
@@ -197,7 +178,7 @@ def _top_tokens_table(prompts: Sequence[str], before: Sequence[Sequence[tuple[st
 
 
 @ledger_app.command()
-@_reports_errors
+@reports_errors
 def apply(
     ledger: LedgerPath,
     upto: UptoOption = None,
@@ -213,7 +194,7 @@ def apply(
     lm = _load_base(book, model, device)
     before = top_next_tokens(lm, prompt, k=TOP_K) if prompt else []
     chain = book.apply(lm, upto)
-    console = _stdout()
+    console = stdout_console()
     reached = book.entries[len(chain.ids) - 1].result_fingerprint if chain.ids else book.base.fingerprint
     console.print(f"applied {len(chain.ids)} entr{'y' if len(chain.ids) == 1 else 'ies'} "
                   f"({', '.join(chain.ids) or 'none'}) to {escape(book.base.source)}: "
@@ -223,7 +204,7 @@ def apply(
 
 
 @ledger_app.command()
-@_reports_errors
+@reports_errors
 def export(
     ledger: LedgerPath,
     out: Annotated[Path, typer.Option(file_okay=False, help="New folder for the merged Hugging Face model.")],
@@ -237,7 +218,7 @@ def export(
     book = Ledger.open(ledger)
     lm = _load_base(book, model, device)
     result = export_merged(book, lm, out, upto)
-    _stdout().print(f"exported {len(result.entries)} entr{'y' if len(result.entries) == 1 else 'ies'} "
+    stdout_console().print(f"exported {len(result.entries)} entr{'y' if len(result.entries) == 1 else 'ies'} "
                     f"({', '.join(result.entries) or 'none'}) to {escape(str(result.folder))} "
                     f"(fingerprint {result.fingerprint[:12]}); load it with "
                     f"AutoModelForCausalLM.from_pretrained({escape(repr(str(result.folder)))})")

@@ -1,4 +1,4 @@
-"""Loaders for the Pitfalls benchmark files (SPEC A.1): ConflictEdit and RoundEdit records.
+"""The Pitfalls benchmark files (SPEC A.1): ConflictEdit and RoundEdit records and their prompts.
 
 * :func:`load_conflict_edit` reads ``coverage_edit.json`` / ``reverse_edit.json`` /
   ``composite_edit.json`` into :class:`ConflictRecord` (two edits plus the facts every metric reads).
@@ -6,27 +6,42 @@
 * :func:`load_relation_prompts` reads ``conflict_prompts.json`` / ``round_prompts.json``
   (relation id -> paraphrase templates with ``{}`` for the subject).
 
-A malformed record is reported with its index and the field that is wrong. By default it is
-skipped (and listed in the result's ``problems``, with one :class:`~kedit.errors.KeditWarning`);
-``strict=True`` raises :class:`~kedit.errors.DataError` at the first one. The structural invariants
-of each record type (for example "the second coverage edit overwrites the first edit's new value")
-are checked too, because every metric's mapping from the record to facts relies on them.
+These records are pairs of edits run by their own protocol (:mod:`kedit.pitfalls`), not cases, so
+the loaders return a :class:`~kedit.data.loaders.LoadedDataset` whose ``records`` hold them and
+whose ``cases`` are empty; reading, ``limit``, ``strict`` and the :class:`RecordProblem` of each
+malformed record (index, field, why) are those of every other loader (:mod:`kedit.data.loaders`).
+A skipped record is also announced with one :class:`~kedit.errors.KeditWarning`, because the
+Pitfalls metrics are means over the file and a silently shorter file would shift them. The
+structural invariants of each record type (for example "the second coverage edit overwrites the
+first edit's new value") are checked too, because every metric's mapping from the record to facts
+relies on them.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
+from kedit.data.loaders import (
+    FieldProblem,
+    LoadedDataset,
+    RecordProblem,
+    field_value,
+    parse_dataset,
+    read_json,
+    read_records,
+    text_field,
+)
 from kedit.errors import DataError, KeditWarning
 from kedit.requests import SUBJECT_SLOT, EditRequest
 
+CONFLICT_EDIT, ROUND_EDIT = "conflictedit", "roundedit"  # their names in kedit.data.registry
 CONFLICT_KINDS = ("coverage", "reverse", "composite")
 R = TypeVar("R")
+Parser = Callable[[Mapping[str, Any], int], R]  # (record, its index in the file) -> parsed record
 
 
 @dataclass(frozen=True)
@@ -129,57 +144,37 @@ class RoundRecord:
                            target_true=self.intermediate, extra_targets=self.others)
 
 
-@dataclass(frozen=True)
-class DataProblem:
-    """Why one record was not loaded."""
-
-    index: int
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"record {self.index}: {self.field}: {self.message}"
+# ------------------------------------------------------------------------------------------- fields
+# The records nest objects several levels deep ("edits[0].relation.prompt"), so every field is
+# named by its path from the record; ``where`` is the path of the object being read ("" = the record).
 
 
-@dataclass(frozen=True)
-class LoadedRecords(Generic[R]):
-    """The records that loaded, the ones that did not (with why), and where they came from."""
-
-    path: Path
-    records: tuple[R, ...]
-    problems: tuple[DataProblem, ...]
-    total: int  # records read from the file (after ``limit``)
+def _path(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
 
 
-class _Bad(Exception):
-    """A field of the record being parsed is wrong (internal; becomes a DataProblem)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+def _object(mapping: Any, where: str) -> None:
+    # blamed on the object that is not one ("edits[0]"), not on the key that was looked up in it
+    if not isinstance(mapping, Mapping):
+        raise FieldProblem(where or "record", f"expected an object, got {type(mapping).__name__}")
 
 
 def _get(mapping: Any, key: str, where: str) -> Any:
-    if not isinstance(mapping, Mapping):
-        raise _Bad(where or "record", f"expected an object, got {type(mapping).__name__}")
-    if key not in mapping:
-        raise _Bad(f"{where}.{key}" if where else key, "is missing")
-    return mapping[key]
+    _object(mapping, where)
+    return field_value(mapping, key, path=_path(where, key))
 
 
 def _text(mapping: Any, key: str, where: str) -> str:
-    value = _get(mapping, key, where)
-    field = f"{where}.{key}" if where else key
-    if not isinstance(value, str) or not value.strip():
-        raise _Bad(field, f"must be a non-empty string, got {value!r}")
+    """A non-empty string used verbatim as a label or id: padding would change what is scored, so it is refused."""
+    _object(mapping, where)
+    value = text_field(mapping, key, path=_path(where, key))
     if value != value.strip():
-        raise _Bad(field, f"has leading or trailing whitespace: {value!r}")
+        raise FieldProblem(_path(where, key), f"has leading or trailing whitespace: {value!r}")
     return value
 
 
 def _label(mapping: Any, key: str, where: str) -> str:
-    return _text(_get(mapping, key, where), "label", f"{where}.{key}" if where else key)
+    return _text(_get(mapping, key, where), "label", _path(where, key))
 
 
 def _relation(mapping: Any, where: str) -> tuple[str, str]:
@@ -188,7 +183,7 @@ def _relation(mapping: Any, where: str) -> tuple[str, str]:
     relation_id = _text(relation, "id", field)
     prompt = _get(relation, "prompt", field)
     if not isinstance(prompt, str) or prompt.count(SUBJECT_SLOT) != 1:
-        raise _Bad(f"{field}.prompt", f"must hold exactly one '{{}}' for the subject, got {prompt!r}")
+        raise FieldProblem(f"{field}.prompt", f"must hold exactly one '{{}}' for the subject, got {prompt!r}")
     return relation_id, prompt
 
 
@@ -205,18 +200,13 @@ def _step(edit: Any, where: str) -> ConflictEditStep:
 
 def _require(condition: bool, field: str, message: str) -> None:
     if not condition:
-        raise _Bad(field, message)
+        raise FieldProblem(field, message)
 
 
-def parse_conflict_record(index: int, record: Any) -> ConflictRecord:
-    """One ConflictEdit record; raises :class:`DataError` naming the index and the field."""
-    try:
-        return _parse_conflict(index, record)
-    except _Bad as bad:
-        raise DataError(f"record {index}: {bad.field}: {bad.message}") from None
+# ------------------------------------------------------------------------------------------ records
 
 
-def _parse_conflict(index: int, record: Any) -> ConflictRecord:
+def _conflict(record: Mapping[str, Any], index: int) -> ConflictRecord:
     kind = _text(record, "type", "")
     _require(kind in CONFLICT_KINDS, "type", f"must be one of {', '.join(CONFLICT_KINDS)}, got {kind!r}")
     edits = _get(record, "edits", "")
@@ -247,15 +237,7 @@ def _parse_conflict(index: int, record: Any) -> ConflictRecord:
     return ConflictRecord(index, kind, rule, first, second, tied)
 
 
-def parse_round_record(index: int, record: Any) -> RoundRecord:
-    """One RoundEdit record; raises :class:`DataError` naming the index and the field."""
-    try:
-        return _parse_round(index, record)
-    except _Bad as bad:
-        raise DataError(f"record {index}: {bad.field}: {bad.message}") from None
-
-
-def _parse_round(index: int, record: Any) -> RoundRecord:
+def _round(record: Mapping[str, Any], index: int) -> RoundRecord:
     kind = _text(record, "type", "")
     edit = _get(record, "edit", "")
     relation_id, prompt = _relation(edit, "edit")
@@ -270,61 +252,45 @@ def _parse_round(index: int, record: Any) -> RoundRecord:
     return RoundRecord(index, kind, relation_id, prompt, subject, target, intermediate, labels)
 
 
-def _read_list(path: Path) -> list[Any]:
+def _parse_one(parse: Parser[R], index: int, record: Any) -> R:
     try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DataError(f"{path} cannot be read as JSON: {error}") from None
-    if not isinstance(payload, list):
-        raise DataError(f"{path} holds a JSON {type(payload).__name__}; expected a list of records")
-    return payload
+        return parse(record, index)
+    except FieldProblem as problem:
+        raise DataError(str(RecordProblem(index, None, problem.field, problem.message))) from None
 
 
-def _load(path: str | Path, parse: Callable[[int, Any], R], limit: int | None, strict: bool) -> LoadedRecords[R]:
-    path = Path(path)
-    if limit is not None and limit < 0:
-        raise DataError(f"limit must be 0 or more, got {limit}")
-    raw = _read_list(path)
-    if limit is not None:
-        raw = raw[:limit]
-    records, problems = [], []
-    for index, record in enumerate(raw):
-        try:
-            records.append(parse(index, record))
-        except DataError as error:
-            if strict:
-                raise DataError(f"{path}: {error}") from None
-            field, _, message = str(error).removeprefix(f"record {index}: ").partition(": ")
-            problems.append(DataProblem(index, field, message))
-    if problems:
-        warnings.warn(f"{path}: skipped {len(problems)} malformed record(s); first: {problems[0]}",
+def parse_conflict_record(index: int, record: Any) -> ConflictRecord:
+    """One ConflictEdit record; raises :class:`DataError` naming the index and the field."""
+    return _parse_one(_conflict, index, record)
+
+
+def parse_round_record(index: int, record: Any) -> RoundRecord:
+    """One RoundEdit record; raises :class:`DataError` naming the index and the field."""
+    return _parse_one(_round, index, record)
+
+
+def _load(name: str, path: str | Path, parse: Parser[Any], limit: int | None, strict: bool) -> LoadedDataset:
+    loaded = parse_dataset(name, path, read_records(path), parse, limit=limit, strict=strict)
+    if loaded.problems:
+        warnings.warn(f"{loaded.path}: skipped {len(loaded.problems)} malformed record(s); first: {loaded.problems[0]}",
                       KeditWarning, stacklevel=3)
-    return LoadedRecords(path, tuple(records), tuple(problems), len(raw))
+    return loaded
 
 
-def load_conflict_edit(path: str | Path, *, limit: int | None = None,
-                       strict: bool = False) -> LoadedRecords[ConflictRecord]:
-    """ConflictEdit records of ``path`` (the first ``limit`` of the file when given)."""
-    return _load(path, parse_conflict_record, limit, strict)
+def load_conflict_edit(path: str | Path, *, limit: int | None = None, strict: bool = False) -> LoadedDataset:
+    """ConflictEdit records of ``path`` (the first ``limit`` of the file when given) in ``records``."""
+    return _load(CONFLICT_EDIT, path, _conflict, limit, strict)
 
 
-def load_round_edit(path: str | Path, *, limit: int | None = None,
-                    strict: bool = False) -> LoadedRecords[RoundRecord]:
-    """RoundEdit records of ``path`` (the first ``limit`` of the file when given)."""
-    return _load(path, parse_round_record, limit, strict)
+def load_round_edit(path: str | Path, *, limit: int | None = None, strict: bool = False) -> LoadedDataset:
+    """RoundEdit records of ``path`` (the first ``limit`` of the file when given) in ``records``."""
+    return _load(ROUND_EDIT, path, _round, limit, strict)
 
 
 def load_relation_prompts(path: str | Path) -> dict[str, tuple[str, ...]]:
     """Relation id -> paraphrase templates (kept verbatim: trailing spaces and duplicates as in the file)."""
     path = Path(path)
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DataError(f"{path} cannot be read as JSON: {error}") from None
+    payload = read_json(path)
     if not isinstance(payload, Mapping):
         raise DataError(f"{path} holds a JSON {type(payload).__name__}; expected relation id -> list of prompts")
     prompts = {}

@@ -4,21 +4,20 @@
 records, cases and probes, the file's sha256 and a table of the records that were skipped, with the
 field at fault. Exit status: 0 when every record loaded; 1 when some were skipped; 2 for bad input
 (an unreadable file, an unknown name, or the first bad record under ``--strict``).
+Registered on the ``kedit`` app by :mod:`kedit.cli`.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-F = TypeVar("F", bound=Callable[..., Any])
+from kedit.cli.common import reports_errors, stderr_console, stdout_console
+
 SKIPPED = 1
 SHOWN_PROBLEMS = 50
 
@@ -29,27 +28,14 @@ data_app = typer.Typer(
 )
 
 
-def _reports_errors(command: F) -> F:
-    """kedit.cli's error handling (a KeditError becomes a message and exit code 2), imported when the
-    command runs because kedit.cli imports this module."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from kedit.cli import _reports_errors as handled
-
-        return handled(command)(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
 @data_app.command("list")
-@_reports_errors
+@reports_errors
 def list_datasets() -> None:
     """The dataset formats kedit reads and the files it can download."""
     from kedit.data.download import SOURCES
     from kedit.data.registry import DATASETS
 
-    console = Console()
+    console = stdout_console()
     formats = Table(title="Dataset formats (kedit data check PATH --name NAME)")
     formats.add_column("name")
     formats.add_column("what")
@@ -66,7 +52,7 @@ def list_datasets() -> None:
 
 
 @data_app.command()
-@_reports_errors
+@reports_errors
 def check(
     path: Annotated[Path, typer.Argument(help="The dataset file (JSON list, JSON lines or the file's own layout).")],
     name: Annotated[str, typer.Option("--name", help="Its format (see kedit data list), or 'auto' to detect.")] = "auto",
@@ -77,7 +63,7 @@ def check(
     from kedit.data.registry import load_dataset
 
     loaded = load_dataset(name, path, limit=limit, strict=strict)
-    console = Console()
+    console = stdout_console()
     cases = loaded.cases
     console.print(f"[bold]{escape(str(loaded.path))}[/] read as [bold]{loaded.name}[/]", soft_wrap=True)
     counts = Table(show_header=False)
@@ -111,7 +97,7 @@ def check(
 
 
 @data_app.command()
-@_reports_errors
+@reports_errors
 def download(
     name: Annotated[str, typer.Argument(help="A download name (see kedit data list), or any name with --url.")],
     out: Annotated[Path, typer.Option("--out", file_okay=False, help="The folder to save the file in.")],
@@ -124,7 +110,7 @@ def download(
     from kedit.paths import sha256_file
 
     source = resolve_source(name, url, sha256)
-    Console(stderr=True).print(f"fetching {escape(source.url)}")
+    stderr_console().print(f"fetching {escape(source.url)}")
     saved = fetch(name, out, url=url, sha256=sha256)
     checked = "verified" if source.sha256 else "[yellow]not verified: no known checksum[/]"
-    Console().print(f"{escape(str(saved))}  sha256 {sha256_file(saved)} ({checked})")
+    stdout_console().print(f"{escape(str(saved))}  sha256 {sha256_file(saved)} ({checked})")

@@ -1,34 +1,33 @@
 """``kedit report RUN_DIR … --out DIR``: compare finished runs in one markdown + HTML report.
 
-Registered in :mod:`kedit.cli` (which adds its usual error handling). Exit status: 0 when every
+Registered on the ``kedit`` app by :mod:`kedit.cli`. Exit status: 0 when every
 folder was read; 1 when some could not be (the report is still written and lists them, with the
 reason); 2 for bad input such as ``--out`` pointing at a run directory.
 """
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from kedit.cli.common import reports_errors, stderr_console, stdout_console
 from kedit.reports.report_writer import write_comparison_report
+from kedit.runs import command_line
 
 SOME_RUNS_UNREADABLE = 1
 
 
+@reports_errors
 def report(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run directories written by kedit bench, kedit pitfalls or kedit demo.")],
     out: Annotated[Path, typer.Option(file_okay=False, help="Folder for report.md, report.html and the PNG plots.")] = Path("report"),
 ) -> None:
     """Compare runs: metrics by method, sequential curves and pitfalls tables, as markdown and one HTML page."""
-    command = shlex.join(["kedit", *sys.argv[1:]])
-    written = write_comparison_report(run_dirs, out, command=command)
-    log, console = Console(stderr=True), Console()
+    written = write_comparison_report(run_dirs, out, command=command_line())
+    log, console = stderr_console(), stdout_console()
     for failure in written.failures:
         log.print(f"[yellow]not read:[/] {escape(str(failure.path))}: {escape(failure.reason)}", soft_wrap=True)
     for run in written.runs:

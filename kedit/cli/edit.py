@@ -1,83 +1,30 @@
-"""The ``kedit`` command. Thin on purpose: it parses arguments, calls the API and prints with rich.
-
-Results go to stdout, progress and log lines to stderr, so ``kedit edit --json > out.json`` keeps a
-clean file. A :class:`~kedit.errors.KeditError` (bad input) ends the command with its message and
-exit code 2, never with a traceback; a traceback means a bug in kedit.
-"""
+"""``kedit edit | demo | stats | methods | models``: one edit on the spot, the demo job, the key
+statistics, and the listings. Registered on the ``kedit`` app by :mod:`kedit.cli`."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
-import shlex
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from tqdm.auto import tqdm
 
-from kedit.cli_bench import bench as bench_command
-from kedit.cli_data import data_app
-from kedit.cli_ledger import ledger_app
-from kedit.cli_pitfalls import pitfalls_app
-from kedit.cli_report import report as report_command
-from kedit.errors import KeditError
+from kedit.cli import common
 from kedit.models.bundled import BUNDLED_MODELS
 from kedit.models.loading import DEFAULT_MODEL
 from kedit.reports.formatting import format_probability, format_score, format_targets
-from kedit.reports.records import PROTOCOLS, case_row, metric_rows, protocol_description, read_records
+from kedit.reports.records import PROTOCOLS, case_row, metric_rows, protocol_description
+from kedit.runs import RESULTS_FILE, command_line, read_lines
 
-app = typer.Typer(
-    name="kedit",
-    help="Edit facts inside causal language models and measure what each edit did.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_show_locals=False,  # locals hold whole models and tensors
-)
-F = TypeVar("F", bound=Callable[..., Any])
-USAGE_ERROR = 2
-INTERRUPTED = 130
 TOP_K = 5
-
-
-def _stdout() -> Console:
-    return Console()
-
-
-def _stderr() -> Console:
-    return Console(stderr=True)
-
-
-def _reports_errors(command: F) -> F:
-    """Turn bad input (KeditError) and Ctrl-C into a one-line message and an exit code."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except KeditError as error:
-            _stderr().print(f"[bold red]error:[/] {escape(str(error))}", soft_wrap=True)
-            raise typer.Exit(USAGE_ERROR) from None
-        except KeyboardInterrupt:
-            _stderr().print("[yellow]interrupted[/]")
-            raise typer.Exit(INTERRUPTED) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
-    """``--set key=value`` options as a dict (values parsed as YAML: numbers, booleans, lists)."""
-    from kedit.methods.hparams import parse_override
-
-    return dict(parse_override(item) for item in items or ())
 
 
 def _parse_layers(text: str) -> list[int]:
@@ -90,40 +37,20 @@ def _parse_layers(text: str) -> list[int]:
     return layers
 
 
-def _check_method(method: str, hparams_file: Path | None, overrides: dict[str, Any]) -> None:
-    """Reject an unknown method or hyperparameter before spending seconds on loading the model."""
-    from kedit.methods import get_method
-
-    get_method(method).default_hparams(None, hparams_file, overrides)
-
-
-def _load(model: str, device: str, log: Console) -> tuple[Any, float]:
-    from kedit.models.loading import load_model
-
-    started = time.perf_counter()
-    with log.status(f"loading {escape(model)} …"):
-        lm = load_model(model, device=device)
-    seconds = time.perf_counter() - started
-    log.print(f"loaded {escape(model)} in {seconds:.1f} s (fingerprint {lm.fingerprint[:12]}…, {lm.device})")
-    return lm, seconds
-
-
 # ----------------------------------------------------------------------------------------------- listings
 
 
-@app.command()
-@_reports_errors
+@common.reports_errors
 def methods() -> None:
     """List the registered editing methods."""
     from kedit.methods import registered_methods
 
-    console = _stdout()
+    console = common.stdout_console()
     for name, method in sorted(registered_methods().items()):
         console.print(f"[bold]{name}[/]  {escape(getattr(method, 'summary', ''))}", soft_wrap=True)
 
 
-@app.command()
-@_reports_errors
+@common.reports_errors
 def models() -> None:
     """List the bundled offline models and the other forms --model accepts."""
     table = Table(title="Bundled models")
@@ -132,7 +59,7 @@ def models() -> None:
     for name, spec in BUNDLED_MODELS.items():
         status = "[green]installed[/]" if spec.is_installed() else f"[yellow]not installed:[/] {escape(spec.install_hint)}"
         table.add_row(name, escape(spec.description), status)
-    console = _stdout()
+    console = common.stdout_console()
     console.print(table)
     console.print(
         "--model also accepts a local Hugging Face model folder (with config.json), a local .gguf file "
@@ -143,22 +70,21 @@ def models() -> None:
 # ---------------------------------------------------------------------------------------------- statistics
 
 
-@app.command()
-@_reports_errors
+@common.reports_errors
 def stats(
     layers: Annotated[str, typer.Option(help="Comma-separated layer numbers, e.g. 4,5,6.")],
-    model: Annotated[str, typer.Option(help="Bundled name, HF folder, .gguf file or hub id.")] = DEFAULT_MODEL,
+    model: common.ModelOption = DEFAULT_MODEL,
     tokens: Annotated[int, typer.Option(min=1, help="Corpus tokens to average over.")] = 100_000,
     corpus: Annotated[str, typer.Option(help="'stdlib' (offline default), 'wikipedia', or a text file/folder.")] = "stdlib",
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    device: common.DeviceOption = "cpu",
 ) -> None:
     """Precompute (and cache) the MLP key statistics that ROME-style methods need."""
     from kedit.stats import resolve_corpus, second_moments
     from kedit.stats.second_moment import statistics_cache_path
 
     layer_list = _parse_layers(layers)
-    log = _stderr()
-    lm, _ = _load(model, device, log)
+    log = common.stderr_console()
+    lm, _ = common.load_lm(model, device, log)
     resolved = resolve_corpus(corpus)
     paths = {layer: statistics_cache_path(lm, layer, resolved, tokens) for layer in layer_list}
     was_cached = {layer: path.is_file() for layer, path in paths.items()}
@@ -172,7 +98,7 @@ def stats(
     table.add_column("file", overflow="fold")
     for layer, path in paths.items():
         table.add_row(str(layer), "was cached" if was_cached[layer] else "computed", escape(str(path)))
-    console = _stdout()
+    console = common.stdout_console()
     console.print(table)
     console.print(f"{seconds:.1f} s")
 
@@ -255,8 +181,7 @@ def _token_dicts(tokens: Sequence[tuple[str, float]]) -> list[dict[str, Any]]:
     return [{"token": token, "probability": probability} for token, probability in tokens]
 
 
-@app.command()
-@_reports_errors
+@common.reports_errors
 def edit(
     prompt: Annotated[str, typer.Option(help="The prompt, with the subject written out or as '{}'.")],
     subject: Annotated[str, typer.Option(help="The subject, as it occurs in the prompt.")],
@@ -265,10 +190,10 @@ def edit(
     rephrase: Annotated[list[str] | None, typer.Option(help="A rephrase of the prompt: shown and scored as generalization. Repeatable.")] = None,
     probe: Annotated[list[str] | None, typer.Option(help="Any prompt whose next tokens to show before and after. Repeatable.")] = None,
     model: Annotated[str | None, typer.Option(help="Bundled name, HF folder, .gguf file or hub id (default: the ledger's base model with --ledger, else smollm2-135m).")] = None,
-    method: Annotated[str, typer.Option(help="Editing method (see `kedit methods`).")] = "rome",
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Hyperparameter override key=value. Repeatable.")] = None,
-    hparams: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="YAML file of hyperparameters.")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    method: common.MethodOption = "rome",
+    set_: common.SetOption = None,
+    hparams: common.HparamsOption = None,
+    device: common.DeviceOption = "cpu",
     save: Annotated[Path | None, typer.Option(help="Save the edit (deltas + manifest) to this folder.")] = None,
     ledger: Annotated[Path | None, typer.Option(file_okay=False, help="Append the edit to this ledger (created if missing); it is computed on top of the ledger's edits. See `kedit ledger`.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout and nothing else.")] = False,
@@ -276,18 +201,18 @@ def edit(
     """Edit one fact, show the next tokens before and after, and measure the edit."""
     import kedit
 
-    overrides = _parse_overrides(set_)
+    overrides = common.parse_overrides(set_)
     request = kedit.EditRequest(prompt=prompt, subject=subject, target_new=target, target_true=target_true)
     case = kedit.Case(request=request, rephrases=tuple(rephrase or ()), case_id="cli")
     prompts = _prompts(request.text, case.rephrases, probe or ())
-    _check_method(method, hparams, overrides)
-    out, log = _stdout(), _stderr()
+    common.check_method(method, hparams, overrides)
+    out, log = common.stdout_console(), common.stderr_console()
     book = _open_ledger(ledger) if ledger else None
     model = model or (book.base.source if book and book.base else DEFAULT_MODEL)
 
     # With --json every stray print (ours or a library's) goes to stderr; stdout gets the JSON alone.
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
-        lm, load_seconds = _load(model, device, log)
+        lm, load_seconds = common.load_lm(model, device, log)
         chain = book.apply(lm) if book is not None else None
         if chain is not None:
             log.print(f"applied the ledger's {len(chain.ids)} edit(s); the edit is computed on top of them")
@@ -391,23 +316,22 @@ def _demo_table(records: Sequence[dict[str, Any]]) -> Table:
     return table
 
 
-@app.command()
-@_reports_errors
+@common.reports_errors
 def demo(
-    model: Annotated[str, typer.Option(help="Bundled name, HF folder, .gguf file or hub id.")] = DEFAULT_MODEL,
+    model: common.ModelOption = DEFAULT_MODEL,
     n: Annotated[int, typer.Option(min=1, help="How many of the built-in demo facts to edit.")] = 10,
     out: Annotated[Path, typer.Option(file_okay=False, help="Folder for results.jsonl, summary.json, report.md, plots.")] = Path("demo-report"),
-    method: Annotated[str, typer.Option(help="Editing method (see `kedit methods`).")] = "rome",
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Hyperparameter override key=value. Repeatable.")] = None,
-    hparams: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="YAML file of hyperparameters.")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+    method: common.MethodOption = "rome",
+    set_: common.SetOption = None,
+    hparams: common.HparamsOption = None,
+    device: common.DeviceOption = "cpu",
 ) -> None:
     """Edit built-in facts one at a time, measure each, and write a report with tables and plots."""
-    from kedit.demo import REPORT_FILE, RESULTS_FILE, run_demo
+    from kedit.demo import REPORT_FILE, run_demo
 
-    overrides = _parse_overrides(set_)
-    log = _stderr()
-    command = shlex.join(["kedit", *sys.argv[1:]])
+    overrides = common.parse_overrides(set_)
+    log = common.stderr_console()
+    command = command_line()
     progress = _DemoProgress()
     log.print(f"editing {n} demo facts in {escape(model)} with {escape(method)}; writing to {escape(str(out))}")
     try:
@@ -415,13 +339,13 @@ def demo(
                            command=command, listener=progress)
     except KeyboardInterrupt:
         progress.close()
-        finished = len(read_records(out / RESULTS_FILE)) if (out / RESULTS_FILE).is_file() else 0
+        finished = len(read_lines(out / RESULTS_FILE))
         log.print(f"[yellow]interrupted:[/] {out / RESULTS_FILE} holds {finished} finished fact(s)")
-        raise typer.Exit(INTERRUPTED) from None
+        raise typer.Exit(common.INTERRUPTED) from None
     progress.close()
 
-    console = _stdout()
-    console.print(_demo_table(read_records(out / RESULTS_FILE)))
+    console = common.stdout_console()
+    console.print(_demo_table(read_lines(out / RESULTS_FILE)))
     for table in _metrics_tables(summary["metrics"]):
         console.print(table)
     seconds = summary["seconds"]
@@ -429,10 +353,3 @@ def demo(
         f"report: {escape(str(out / REPORT_FILE))}  (load {seconds['load_model']:.1f} s, "
         f"edits {seconds['edits']:.1f} s, evaluation {seconds['evaluation']:.1f} s, total {seconds['total']:.1f} s)"
     )
-
-
-app.command(name="report")(_reports_errors(report_command))
-app.command(name="bench")(_reports_errors(bench_command))
-app.add_typer(ledger_app, name="ledger")
-app.add_typer(data_app, name="data")
-app.add_typer(pitfalls_app, name="pitfalls")
