@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
@@ -373,7 +371,7 @@ def test_the_ledger_cli_lists_shows_and_reverts_an_ike_entry(tmp_path, tiny_fold
     assert Ledger.open(ledger).entries == ()
 
 
-# --------------------------------------------------------------------------------- reuse and imports
+# --------------------------------------------------------------------------------------------- reuse
 
 
 def test_kedit_edit_reuses_the_method_instance_of_a_model(make_lm):
@@ -384,9 +382,3 @@ def test_kedit_edit_reuses_the_method_instance_of_a_model(make_lm):
     assert lm.reuse["method:ike"] is method
     other = make_lm("llama")
     assert "method:ike" not in other.reuse  # kept per model, not in a global
-
-
-def test_reports_and_data_import_without_torch():
-    code = "import sys, kedit.reports, kedit.data; assert 'torch' not in sys.modules, 'torch was imported'"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr

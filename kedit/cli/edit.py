@@ -222,9 +222,9 @@ def edit(
             out.print(_top_tokens_table("Before the edit", prompts, before, highlights))
         started = time.perf_counter()
         with log.status(f"computing the {escape(method)} edit …"):
-            result = kedit.edit(lm, method, request, hparams_file=hparams, apply=chain is None, **overrides)
-            if chain is not None:
-                chain.stack.push(result)  # on top of the ledger's edits, as a replay of the ledger will put it
+            # on top of the ledger's edits, checked and kept the way a replay of the ledger will put it
+            result = kedit.edit(lm, method, request, hparams_file=hparams, apply=True,
+                                stack=chain.stack if chain is not None else None, **overrides)
         edit_seconds = time.perf_counter() - started
         log.print(f"edit computed and applied in {edit_seconds:.1f} s")
         after = _top_tokens(lm, prompts)
