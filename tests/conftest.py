@@ -87,3 +87,13 @@ def corpus_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
     path.write_text("\n\n".join(paragraphs), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory):
+    """A tiny random Llama saved as a Hugging Face folder, for commands that load a model by path."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = train_tokenizer()
+    build_model("llama", len(tokenizer)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -9,18 +9,8 @@ from typer.testing import CliRunner
 
 from kedit.cli import app
 from kedit.methods import load_edit
-from tests.tiny_models import build_model, train_tokenizer
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = train_tokenizer()
-    build_model("llama", len(tokenizer)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def _edit_args(folder, *extra):

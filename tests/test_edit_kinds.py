@@ -342,17 +342,6 @@ def test_ike_and_module_swaps_go_into_a_ledger_and_come_out_again(make_lm, tmp_p
     chain.revert()
 
 
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    from tests.tiny_models import build_model, train_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = train_tokenizer()
-    build_model("llama", len(tokenizer)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def test_the_ledger_cli_lists_shows_and_reverts_an_ike_entry(tmp_path, tiny_folder):
     runner = CliRunner()
     ledger = tmp_path / "ledger"

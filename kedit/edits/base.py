@@ -20,12 +20,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from kedit.errors import EditStateError, KeditError
 from kedit.models.loading import LoadedModel
 from kedit.paths import atomic_path, sha256_file
+from kedit.registry import Registry
 from kedit.requests import EditRequest
 
 EDIT_MANIFEST = "edit.json"
@@ -78,23 +78,17 @@ class Edit(Protocol):
     def combine(cls, edits: Sequence[Edit]) -> Edit: ...
 
 
-_KINDS: dict[str, type] = {}
+_KINDS = Registry("edit kind", "kind")
 
 
 def register_kind(name: str) -> Callable[[type], type]:
     """Class decorator adding an edit kind under ``name`` (the ``kind`` its saved ``edit.json`` holds)."""
-    def decorate(cls: type) -> type:
-        if name in _KINDS and _KINDS[name] is not cls:
-            raise KeditError(f"two edit kinds are registered as {name!r}")
-        cls.kind = name
-        _KINDS[name] = cls
-        return cls
-    return decorate
+    return _KINDS.register(name)
 
 
 def edit_kinds() -> Mapping[str, type]:
     """Read-only view of the registered kinds."""
-    return MappingProxyType(_KINDS)
+    return _KINDS.view()
 
 
 def read_manifest(directory: str | Path, kind: str | None = None) -> dict[str, Any]:
@@ -138,9 +132,9 @@ def save_edit_files(directory: str | Path, manifest: Mapping[str, Any], write: C
 def load_edit(directory: str | Path) -> Edit:
     """Load a saved edit of any registered kind from its folder (its files are sha256-checked)."""
     kind = read_manifest(directory).get("kind")
-    cls = _KINDS.get(kind)
+    cls = edit_kinds().get(kind)
     if cls is None:
-        known = ", ".join(sorted(_KINDS)) or "none"
+        known = ", ".join(sorted(edit_kinds())) or "none"
         raise KeditError(f"{directory}: unknown edit kind {kind!r} (registered kinds: {known}); import the "
                          "package that defines it (kedit.methods registers the built-in ones)")
     return cls.load(directory)

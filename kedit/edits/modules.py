@@ -19,7 +19,6 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, ClassVar, Protocol
 
 import torch
@@ -36,6 +35,7 @@ from kedit.edits.base import (
 )
 from kedit.errors import EditStateError, KeditError
 from kedit.models.loading import LoadedModel
+from kedit.registry import Registry
 from kedit.requests import EditRequest
 
 MODULE_SWAP = "module-swap"
@@ -53,22 +53,16 @@ class SwapModule(Protocol):
     def rebuild(cls, config: Mapping[str, Any], state: Mapping[str, torch.Tensor], replaced: nn.Module) -> nn.Module: ...
 
 
-_SWAP_MODULES: dict[str, type] = {}
+_SWAP_MODULES = Registry("swap module", "swap_name")
 
 
 def register_swap_module(name: str) -> Callable[[type], type]:
     """Class decorator: ``name`` is what a saved swap calls the class that rebuilds it."""
-    def decorate(cls: type) -> type:
-        if name in _SWAP_MODULES and _SWAP_MODULES[name] is not cls:
-            raise KeditError(f"two swap modules are registered as {name!r}")
-        cls.swap_name = name
-        _SWAP_MODULES[name] = cls
-        return cls
-    return decorate
+    return _SWAP_MODULES.register(name)
 
 
 def swap_modules() -> Mapping[str, type]:
-    return MappingProxyType(_SWAP_MODULES)
+    return _SWAP_MODULES.view()
 
 
 @dataclass(frozen=True)
@@ -81,10 +75,10 @@ class ModuleSwap:
     state: Mapping[str, torch.Tensor]
 
     def build(self, replaced: nn.Module) -> nn.Module:
-        cls = _SWAP_MODULES.get(self.module)
+        cls = swap_modules().get(self.module)
         if cls is None:
             raise KeditError(f"swap module {self.module!r} is not registered (known: "
-                             f"{', '.join(sorted(_SWAP_MODULES)) or 'none'}); import the method that defines it")
+                             f"{', '.join(sorted(swap_modules())) or 'none'}); import the method that defines it")
         return cls.rebuild(self.config, self.state, replaced)
 
     def describe(self) -> dict[str, Any]:

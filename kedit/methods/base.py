@@ -7,12 +7,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, ClassVar, Protocol
 
 from kedit.edits.base import Edit
 from kedit.errors import KeditError
 from kedit.models.loading import LoadedModel
+from kedit.registry import Registry
 from kedit.requests import EditRequest
 
 
@@ -34,23 +34,18 @@ class Method(Protocol):
     def compute(self, lm: LoadedModel, requests: Sequence[EditRequest], hparams: Any) -> Edit: ...
 
 
-_REGISTRY: dict[str, type] = {}
+_METHODS = Registry("method", "name")
+_REGISTRY = _METHODS.classes  # the table itself (tests save and restore it)
 
 
 def register(name: str) -> Callable[[type], type]:
     """Class decorator adding a method to the registry under ``name``."""
-    def decorate(cls: type) -> type:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise KeditError(f"two methods are registered as {name!r}")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-    return decorate
+    return _METHODS.register(name)
 
 
 def registered_methods() -> Mapping[str, type]:
     """Read-only view of the registry (importing :mod:`kedit.methods` fills it)."""
-    return MappingProxyType(_REGISTRY)
+    return _METHODS.view()
 
 
 def get_method(name: str) -> Method:
