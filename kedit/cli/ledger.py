@@ -213,9 +213,10 @@ def export(
     device: DeviceOption = "cpu",
 ) -> None:
     """Write the base model with the chain applied as a Hugging Face folder (loads without kedit)."""
-    from kedit.ledger import Ledger, export_merged
+    from kedit.ledger import Ledger, check_exportable, export_merged
 
     book = Ledger.open(ledger)
+    check_exportable(book, upto)  # before seconds are spent loading the model
     lm = _load_base(book, model, device)
     result = export_merged(book, lm, out, upto)
     stdout_console().print(f"exported {len(result.entries)} entr{'y' if len(result.entries) == 1 else 'ies'} "

@@ -7,7 +7,7 @@ plus every earlier entry), so an edit is only ever applied on top of the edits i
 parameters, drops exactly) an earlier one; ``export_merged`` writes a plain Hugging Face folder.
 """
 
-from kedit.ledger.export import PROVENANCE_FILE, ExportResult, export_merged
+from kedit.ledger.export import PROVENANCE_FILE, ExportResult, check_exportable, export_merged
 from kedit.ledger.records import (
     ENTRIES_DIR,
     ENTRY_FILE,
@@ -35,5 +35,6 @@ __all__ = [
     "LedgerError",
     "LedgerIndex",
     "RevertOutcome",
+    "check_exportable",
     "export_merged",
 ]

@@ -32,7 +32,7 @@ def export_merged(ledger: Ledger, lm: LoadedModel, out: str | Path, upto: str | 
     out = Path(out).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise LedgerError(f"--out {out} exists and is not an empty folder; choose a new folder or remove it")
-    _refuse_unmergeable(ledger, upto)
+    check_exportable(ledger, upto)
     chain = ledger.apply(lm, upto)
     try:
         links = ledger.entries[: len(chain.ids)]
@@ -53,7 +53,7 @@ def export_merged(ledger: Ledger, lm: LoadedModel, out: str | Path, upto: str | 
     return ExportResult(folder=out, entries=chain.ids, fingerprint=fingerprint)
 
 
-def _refuse_unmergeable(ledger: Ledger, upto: str | None) -> None:
+def check_exportable(ledger: Ledger, upto: str | None) -> None:
     """A chain holding an edit whose kind a plain checkpoint cannot hold (IKE's prompt context, swapped
     modules) is refused, naming the first such entry and the kind's reason."""
     if ledger.index is None:
