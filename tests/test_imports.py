@@ -13,7 +13,7 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("modules", ["kedit.reports, kedit.data", "kedit.runs", "kedit.data.pitfalls"])
+@pytest.mark.parametrize("modules", ["kedit.reports, kedit.data", "kedit.runs", "kedit.data.pitfalls", "kedit.reports.intervals"])
 def test_reading_packages_import_without_torch(modules):
     code = (f"import sys, {modules}; heavy = sorted({{'torch', 'transformers'}} & set(sys.modules)); "
             "assert not heavy, heavy")

@@ -1,0 +1,89 @@
+"""Bootstrap intervals: hand-computed small cases, the large-sample normal approximation, pairing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kedit.errors import KeditError
+from kedit.reports.intervals import bootstrap, indicator, paired_columns, paired_difference, per_case
+
+
+def test_two_cases_zero_and_one_give_the_whole_range():
+    # resampled means are 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4: the 2.5 % and 97.5 % points are 0 and 1
+    interval = bootstrap([0.0, 1.0], resamples=4_000, seed=1)
+    assert (interval.estimate, interval.low, interval.high) == (0.5, 0.0, 1.0)
+
+
+def test_three_cases_by_hand_at_90_percent():
+    # means of [0, 0, 1] resampled: 0 (8/27), 1/3 (12/27), 2/3 (6/27), 1 (1/27); the CDF reaches
+    # 26/27 = 0.963 at 2/3, past the 95 % point, so a 90 % interval is [0, 2/3]
+    interval = bootstrap([0.0, 0.0, 1.0], level=0.90, resamples=20_000, seed=2)
+    assert interval.low == 0.0 and interval.high == pytest.approx(2 / 3)
+    assert interval.estimate == pytest.approx(1 / 3)
+
+
+def test_constant_values_have_a_zero_width_interval():
+    interval = bootstrap([0.7] * 50, resamples=500)
+    assert interval.low == interval.high == pytest.approx(0.7)
+
+
+def test_large_sample_matches_the_normal_approximation():
+    rng = np.random.default_rng(0)
+    values = (rng.random(2_000) < 0.3).astype(float)
+    interval = bootstrap(values, resamples=5_000, seed=3)
+    p = values.mean()
+    half_width = 1.96 * np.sqrt(p * (1 - p) / len(values))
+    assert (interval.high - interval.low) / 2 == pytest.approx(half_width, rel=0.1)
+    assert interval.contains(p)
+
+
+def test_resampling_is_seeded():
+    values = np.random.default_rng(5).random(40)
+    assert bootstrap(values, seed=7, resamples=300) == bootstrap(values, seed=7, resamples=300)
+    assert bootstrap(values, seed=7, resamples=300) != bootstrap(values, seed=8, resamples=300)
+
+
+def test_a_constant_paired_shift_is_exact_while_separate_intervals_overlap():
+    first = np.random.default_rng(1).random(200)
+    second = first - 0.02
+    paired = paired_difference(first, second, resamples=2_000)
+    assert paired.low == pytest.approx(0.02) and paired.high == pytest.approx(0.02)
+    a, b = bootstrap(first, resamples=2_000), bootstrap(second, resamples=2_000)
+    assert a.low < b.high  # unpaired, the same difference looks uncertain
+
+
+def test_a_statistic_over_several_columns():
+    # S = harmonic mean of three dataset means; constant columns give its exact value
+    columns = np.tile([0.5, 1.0, 0.25], (30, 1))
+
+    def harmonic(samples):
+        means = samples.mean(axis=-2)
+        return 3 / (1 / means).sum(axis=-1)
+
+    interval = bootstrap(columns, harmonic, resamples=200)
+    assert interval.estimate == pytest.approx(3 / (2 + 1 + 4))
+    assert interval.low == interval.high == pytest.approx(interval.estimate)
+
+
+def test_cases_are_paired_by_key_and_absent_metrics_left_out():
+    run_a = [{"key": "0:aa", "m": 1.0}, {"key": "1:bb", "m": None}, {"key": "2:cc", "m": 0.0}]
+    run_b = [{"key": "2:cc", "m": 0.5}, {"key": "0:aa", "m": 0.5}, {"key": "1:bb", "m": 1.0}]
+    keys, a, b = paired_columns(per_case(run_a, lambda r: r["m"]), per_case(run_b, lambda r: r["m"]))
+    assert keys == ["0:aa", "2:cc"] and a.tolist() == [1.0, 0.0] and b.tolist() == [0.5, 0.5]
+    assert indicator(1.0) == 1.0 and indicator(0.99) == 0.0 and indicator(None) is None
+
+
+def test_bad_input_is_refused_with_a_reason():
+    with pytest.raises(KeditError, match="at least one case"):
+        bootstrap([])
+    with pytest.raises(KeditError, match="finite"):
+        bootstrap([0.1, float("nan")])
+    with pytest.raises(KeditError, match="level"):
+        bootstrap([0.1], level=95)
+    with pytest.raises(KeditError, match="same cases"):
+        paired_difference([0.1, 0.2], [0.1])
+    with pytest.raises(KeditError, match="twice"):
+        per_case([{"key": "a", "m": 1}, {"key": "a", "m": 0}], lambda r: r["m"])
+    with pytest.raises(KeditError, match="share no case"):
+        paired_columns({"a": 1.0}, {"b": 1.0})
