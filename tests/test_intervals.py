@@ -87,3 +87,43 @@ def test_bad_input_is_refused_with_a_reason():
         per_case([{"key": "a", "m": 1}, {"key": "a", "m": 0}], lambda r: r["m"])
     with pytest.raises(KeditError, match="share no case"):
         paired_columns({"a": 1.0}, {"b": 1.0})
+
+
+def test_report_compare_prints_paired_differences_of_two_runs_on_the_same_cases(make_lm, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    import tests.test_edit_kinds  # noqa: F401  (registers the toy method "test-scale")
+    from kedit.cli import app
+    from kedit.evaluate.runner import run_bench
+    from kedit.reports.paired import compare_runs
+    from kedit.reports.runs import read_run
+    from kedit.requests import Case, EditRequest, LocalityProbe
+
+    lm = make_lm("llama")
+    requests = [EditRequest("The mother tongue of {} is", "Danielle Darrieux", "English", target_true="French"),
+                EditRequest("{} plays the sport of", "Lionel Messi", "tennis", target_true="football"),
+                EditRequest("{} is located in", "The Louvre", "Rome", target_true="Paris")]
+    cases = [Case(request=r, rephrases=(r.text,), locality=(LocalityProbe("The Colosseum is in", "Rome"),))
+             for r in requests]
+    for name, scale in (("strong", 2.0), ("weak", 0.1)):
+        run_bench(lm, "test-scale", cases, mode="single", out_dir=tmp_path / name, overrides={"scale": scale},
+                  progress=False)
+    rows = {row.name: row for row in compare_runs(read_run(tmp_path / "strong"), read_run(tmp_path / "weak"),
+                                                  resamples=500)}
+    records = [[json.loads(line) for line in (tmp_path / name / "results.jsonl").read_text().splitlines()]
+               for name in ("strong", "weak")]
+    by_hand = [sum(r["token"]["post"]["locality"] for r in run) / 3 for run in records]
+    assert rows["locality"].difference.n == 3
+    assert rows["locality"].difference.estimate == pytest.approx(by_hand[0] - by_hand[1])
+
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "strong"), str(tmp_path / "weak"),
+                                      "--out", str(tmp_path / "report"), "--compare"])
+    assert result.exit_code == 0, result.output
+    assert "paired" in result.output and "locality" in result.output
+
+    run_bench(lm, "test-scale", cases[:2], mode="single", out_dir=tmp_path / "fewer", progress=False)
+    refused = CliRunner().invoke(app, ["report", str(tmp_path / "strong"), str(tmp_path / "fewer"),
+                                       "--out", str(tmp_path / "report2"), "--compare"])
+    assert refused.exit_code == 2 and "not run on the same cases" in refused.output
