@@ -126,3 +126,28 @@ def test_bundled_model_subject_first_edits_take():
             edit.revert(lm)
             assert all(scored.hits), f"{method}: {request.text!r} -> {request.target_new!r} did not take"
             assert edit.info["targets_reached"] == [True]
+
+
+@pytest.mark.parametrize(("option", "expected"), [(None, "<|endoftext|>"), ("none", None)])
+def test_the_cli_takes_the_start_token(tiny_folder, option, expected):
+    import json
+
+    from typer.testing import CliRunner
+
+    from kedit.cli import app
+
+    args = ["edit", "--model", str(tiny_folder), "--method", "ft-l", "--set", "num_steps=1",
+            "--prompt", "The Eiffel Tower is in", "--subject", "Eiffel Tower", "--target", "Rome", "--json"]
+    result = CliRunner().invoke(app, args + (["--start-token", option] if option else []))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["model"]["start_token"] == expected
+
+
+def test_the_cli_refuses_a_start_token_outside_the_vocabulary(tiny_folder):
+    from typer.testing import CliRunner
+
+    from kedit.cli import app
+
+    result = CliRunner().invoke(app, ["edit", "--model", str(tiny_folder), "--method", "ft-l", "--prompt", "A {} b",
+                                      "--subject", "x", "--target", "y", "--start-token", "<|nope|>"])
+    assert result.exit_code == 2 and "not in the tokenizer's vocabulary" in result.output

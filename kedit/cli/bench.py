@@ -108,6 +108,7 @@ def bench(
     set_: common.SetOption = None,
     hparams: common.HparamsOption = None,
     device: common.DeviceOption = "cpu",
+    start_token: common.StartTokenOption = "auto",
     held_out: Annotated[int, typer.Option(min=0, help="Cases after the first N kept unedited to measure drawdown.")] = 0,
     eval_batch: Annotated[int, typer.Option(min=1, help="Cases whose probes share one batched scoring call.")] = 64,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
@@ -123,7 +124,7 @@ def bench(
     log.print(f"{len(chosen.cases)} case(s) from {escape(data)}"
               + (f", {len(chosen.held_out)} held out" if chosen.held_out else "")
               + f"; {escape(method)} in {parsed_mode.spec} mode; writing to {escape(str(out))}")
-    lm, _ = common.load_lm(model, device, log)
+    lm, _ = common.load_lm(model, device, log, start_token)
     try:
         summary = run_bench(lm, method, chosen.cases, mode=parsed_mode, out_dir=out, overrides=overrides,
                             resume=resume, progress=progress, eval_batch=eval_batch, held_out=chosen.held_out,

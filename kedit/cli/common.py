@@ -29,6 +29,9 @@ MethodOption = Annotated[str, typer.Option(help="Editing method (see `kedit meth
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="Hyperparameter override key=value. Repeatable.")]
 HparamsOption = Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="YAML file of hyperparameters.")]
 DeviceOption = Annotated[str, typer.Option(help="cpu, cuda or auto.")]
+StartTokenOption = Annotated[str, typer.Option(
+    "--start-token", help="Token put before every text when the tokenizer adds none: 'auto' (<|endoftext|>, "
+    "else BOS, else EOS), 'none' (as reference code), or a token of the vocabulary.")]
 
 
 def stdout_console() -> Console:
@@ -70,13 +73,13 @@ def check_method(method: str, hparams_file: Path | None, overrides: dict[str, An
     get_method(method).default_hparams(None, hparams_file, overrides)
 
 
-def load_lm(model: str, device: str, log: Console) -> tuple[Any, float]:
+def load_lm(model: str, device: str, log: Console, start_token: str = "auto") -> tuple[Any, float]:
     """Load ``model`` with a spinner on ``log``, then say how long it took and which weights it has."""
     from kedit.models.loading import load_model
 
     started = time.perf_counter()
     with log.status(f"loading {escape(model)} …"):
-        lm = load_model(model, device=device)
+        lm = load_model(model, device=device, start_token=start_token)
     seconds = time.perf_counter() - started
     log.print(f"loaded {escape(model)} in {seconds:.1f} s (fingerprint {lm.fingerprint[:12]}…, {lm.device})")
     return lm, seconds

@@ -77,6 +77,7 @@ def stats(
     tokens: Annotated[int, typer.Option(min=1, help="Corpus tokens to average over.")] = 100_000,
     corpus: Annotated[str, typer.Option(help="'stdlib' (offline default), 'wikipedia', or a text file/folder.")] = "stdlib",
     device: common.DeviceOption = "cpu",
+    start_token: common.StartTokenOption = "auto",
 ) -> None:
     """Precompute (and cache) the MLP key statistics that ROME-style methods need."""
     from kedit.stats import resolve_corpus, second_moments
@@ -84,7 +85,7 @@ def stats(
 
     layer_list = _parse_layers(layers)
     log = common.stderr_console()
-    lm, _ = common.load_lm(model, device, log)
+    lm, _ = common.load_lm(model, device, log, start_token)
     resolved = resolve_corpus(corpus)
     paths = {layer: statistics_cache_path(lm, layer, resolved, tokens) for layer in layer_list}
     was_cached = {layer: path.is_file() for layer, path in paths.items()}
@@ -194,6 +195,7 @@ def edit(
     set_: common.SetOption = None,
     hparams: common.HparamsOption = None,
     device: common.DeviceOption = "cpu",
+    start_token: common.StartTokenOption = "auto",
     save: Annotated[Path | None, typer.Option(help="Save the edit (deltas + manifest) to this folder.")] = None,
     ledger: Annotated[Path | None, typer.Option(file_okay=False, help="Append the edit to this ledger (created if missing); it is computed on top of the ledger's edits. See `kedit ledger`.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object to stdout and nothing else.")] = False,
@@ -212,7 +214,7 @@ def edit(
 
     # With --json every stray print (ours or a library's) goes to stderr; stdout gets the JSON alone.
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
-        lm, load_seconds = common.load_lm(model, device, log)
+        lm, load_seconds = common.load_lm(model, device, log, start_token)
         chain = book.apply(lm) if book is not None else None
         if chain is not None:
             log.print(f"applied the ledger's {len(chain.ids)} edit(s); the edit is computed on top of them")

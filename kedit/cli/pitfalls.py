@@ -186,6 +186,7 @@ def conflict(
     set_: common.SetOption = None,
     hparams: common.HparamsOption = None,
     device: common.DeviceOption = "cpu",
+    start_token: common.StartTokenOption = "auto",
     resume: ResumeOption = False,
     strict: StrictOption = False,
 ) -> None:
@@ -202,7 +203,7 @@ def conflict(
     relations += [r.tied_fact.relation_id for r in loaded.records if r.tied_fact is not None]
     _check_relations(relations, paraphrases, prompts_path)
 
-    lm, _ = common.load_lm(model, device, common.stderr_console())
+    lm, _ = common.load_lm(model, device, common.stderr_console(), start_token)
     editor = MethodEditor(method, hparams, overrides)
     run_info = {
         "kind": PITFALLS_CONFLICT, "method": method, "mle": False, "model": model_info(lm, model),
@@ -231,6 +232,7 @@ def round_(
     set_: common.SetOption = None,
     hparams: common.HparamsOption = None,
     device: common.DeviceOption = "cpu",
+    start_token: common.StartTokenOption = "auto",
     resume: ResumeOption = False,
     strict: StrictOption = False,
 ) -> None:
@@ -246,7 +248,7 @@ def round_(
     paraphrases = load_relation_prompts(prompts_path)
     _check_relations([r.relation_id for r in loaded.records], paraphrases, prompts_path)
 
-    lm, _ = common.load_lm(model, device, common.stderr_console())
+    lm, _ = common.load_lm(model, device, common.stderr_console(), start_token)
     editor = MethodEditor(method, hparams, overrides)
     split = data.stem
     run_info = {
