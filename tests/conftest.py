@@ -14,6 +14,7 @@ from tests.tiny_models import (
     NUM_LAYERS,
     SENTENCES,
     build_model,
+    save_tiny_folder,
     train_tokenizer,
 )
 
@@ -92,8 +93,4 @@ def corpus_file(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_folder(tmp_path_factory):
     """A tiny random Llama saved as a Hugging Face folder, for commands that load a model by path."""
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = train_tokenizer()
-    build_model("llama", len(tokenizer)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_folder(tmp_path_factory.mktemp("tiny-llama"))

@@ -296,7 +296,10 @@ def test_the_pitfalls_suite_runs_ike(make_lm):
     assert set(states) >= {"theta", "theta_m", "theta_2"}
     assert states["theta_m"] != states["theta"] and states["theta_2"] != states["theta_m"]
     round_trip = run_round_case(lm, parse_round_record(0, round_record()), PROMPTS, editor)
-    assert round_trip.log.edits
+    assert {edit["kind"] for edit in round_trip.log.edits.values()} == {"prompt-context"}
+    # after e1 (o -> o*) the prompt context changes what the model says; after e2 it changes again
+    assert round_trip.probabilities["theta_m"] != round_trip.probabilities["theta"]
+    assert round_trip.probabilities["theta_2"] != round_trip.probabilities["theta_m"]
     assert lm.prompt_contexts == () and lm.overlays == ()
 
 

@@ -23,7 +23,7 @@ from kedit.edits import DELTAS_FILE, WeightEdit
 from kedit.ledger import ENTRIES_DIR, ENTRY_FILE, INDEX_FILE, Ledger, LedgerError, export_merged
 from kedit.models import load_model, weights_fingerprint
 from kedit.requests import EditRequest
-from tests.tiny_models import build_model, train_tokenizer
+from tests.tiny_models import save_tiny_folder
 
 REQUEST = EditRequest("The mother tongue of {} is", "Danielle Darrieux", "English", target_true="French")
 runner = CliRunner()
@@ -306,14 +306,7 @@ def test_export_loads_in_plain_transformers_with_the_edited_logits(chain, make_l
 @pytest.fixture(scope="module")
 def tiny_folders(tmp_path_factory):
     """Two tiny Llama models saved as Hugging Face folders (same shapes, different weights)."""
-    tokenizer = train_tokenizer()
-    folders = []
-    for seed in (0, 1):
-        folder = tmp_path_factory.mktemp(f"tiny-llama-{seed}")
-        build_model("llama", len(tokenizer), seed=seed).save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-        folders.append(folder)
-    return folders
+    return [save_tiny_folder(tmp_path_factory.mktemp(f"tiny-llama-{seed}"), seed=seed) for seed in (0, 1)]
 
 
 def _edit_args(ledger, prompt, subject, target, *extra):

@@ -480,13 +480,9 @@ def fake_method():
 
 @pytest.fixture(scope="module")
 def tiny_gpt2_folder(tmp_path_factory):
-    from tests.tiny_models import build_model, train_tokenizer
+    from tests.tiny_models import save_tiny_folder
 
-    folder = tmp_path_factory.mktemp("tiny-gpt2")
-    tokenizer = train_tokenizer()
-    build_model("gpt2", len(tokenizer)).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_folder(tmp_path_factory.mktemp("tiny-gpt2"), "gpt2")
 
 
 def _conflict_files(tmp_path):

@@ -127,3 +127,11 @@ def build_model(architecture: str, vocab_size: int, seed: int = 0, num_layers: i
             if parameter.dim() == 2:
                 parameter.normal_(0.0, 0.15, generator=generator)
     return model
+
+
+def save_tiny_folder(folder, architecture: str = "llama", seed: int = 0):
+    """A tiny random model and the test tokenizer saved as a Hugging Face folder (for commands that load by path)."""
+    tokenizer = train_tokenizer()
+    build_model(architecture, len(tokenizer), seed=seed).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

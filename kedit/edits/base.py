@@ -105,6 +105,19 @@ def read_manifest(directory: str | Path, kind: str | None = None) -> dict[str, A
     return manifest
 
 
+def manifest_of(edit: Edit, **details: Any) -> dict[str, Any]:
+    """What every kind's ``edit.json`` holds (kind, method, base model, hyperparameters, requests,
+    info), plus the kind's own ``details``."""
+    return {"kind": edit.kind, "method": edit.method, "base_fingerprint": edit.base_fingerprint,
+            "hparams": dict(edit.hparams), "requests": [r.to_dict() for r in edit.requests], **details,
+            "info": edit.info}
+
+
+def requests_of(manifest: Mapping[str, Any]) -> tuple[EditRequest, ...]:
+    """The requests a saved ``edit.json`` lists."""
+    return tuple(EditRequest.from_dict(r) for r in manifest["requests"])
+
+
 def check_files(directory: str | Path, manifest: Mapping[str, Any]) -> None:
     """Refuse a saved edit any of whose files is missing or differs from the sha256 in its manifest."""
     files = manifest.get("files")

@@ -29,8 +29,10 @@ from kedit.edits.base import (
     check_base,
     check_combinable,
     check_files,
+    manifest_of,
     read_manifest,
     register_kind,
+    requests_of,
     save_edit_files,
 )
 from kedit.errors import EditStateError, KeditError
@@ -183,15 +185,7 @@ class ModuleSwapEdit:
         self._installed = None
 
     def manifest(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "method": self.method,
-            "base_fingerprint": self.base_fingerprint,
-            "hparams": dict(self.hparams),
-            "requests": [r.to_dict() for r in self.requests],
-            "swaps": [swap.describe() for swap in self.swaps],
-            "info": self.info,
-        }
+        return manifest_of(self, swaps=[swap.describe() for swap in self.swaps])
 
     def save(self, directory: str | Path) -> Path:
         tensors = {f"{number}/{name}": tensor.contiguous()
@@ -212,7 +206,7 @@ class ModuleSwapEdit:
             prefix = f"{number}/"
             state = {name[len(prefix):]: t for name, t in tensors.items() if name.startswith(prefix)}
             swaps.append(ModuleSwap(described["path"], described["module"], described["config"], state))
-        return cls(method=manifest["method"], requests=tuple(EditRequest.from_dict(r) for r in manifest["requests"]),
+        return cls(method=manifest["method"], requests=requests_of(manifest),
                    hparams=manifest["hparams"], swaps=tuple(swaps), base_fingerprint=manifest["base_fingerprint"],
                    info=manifest.get("info", {}))
 

@@ -11,6 +11,8 @@ to the combination of the rest.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from kedit.edits.base import Edit
@@ -79,6 +81,38 @@ class EditStack:
         self.layers.pop()
         top.installed.revert(self.lm)
         return top.installed
+
+    def holds_last(self, edit: Edit) -> bool:
+        """Whether ``edit`` is the last edit pushed (and still on the model)."""
+        return bool(self.layers) and self.layers[-1].parts[-1] is edit
+
+    @contextmanager
+    def pushed(self, edit: Edit) -> Iterator[None]:
+        """``edit`` on top of the stack for the block, taken off again afterwards."""
+        self.push(edit)
+        try:
+            yield
+        finally:
+            self.pop()
+
+    @contextmanager
+    def lifted(self, edit: Edit) -> Iterator[None]:
+        """``edit`` off the model for the block and back afterwards: popped when it is the last one
+        pushed here, reverted when it was applied to the model directly."""
+        if self.holds_last(edit):
+            self.pop()
+            try:
+                yield
+            finally:
+                self.push(edit)
+        elif edit.is_applied:
+            edit.revert(self.lm)
+            try:
+                yield
+            finally:
+                edit.apply(self.lm)
+        else:
+            raise EditStateError(f"this {edit.method} edit is not on the model; there is nothing to take off")
 
     def unwind(self) -> None:
         while self.layers:

@@ -14,8 +14,10 @@ from kedit.edits.base import (
     check_base,
     check_combinable,
     check_files,
+    manifest_of,
     read_manifest,
     register_kind,
+    requests_of,
     save_edit_files,
 )
 from kedit.edits.snapshot import ParameterSnapshot
@@ -90,15 +92,7 @@ class WeightEdit:
         self._snapshot = None
 
     def manifest(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "method": self.method,
-            "base_fingerprint": self.base_fingerprint,
-            "hparams": dict(self.hparams),
-            "requests": [r.to_dict() for r in self.requests],
-            "parameters": {name: list(delta.shape) for name, delta in self.deltas.items()},
-            "info": self.info,
-        }
+        return manifest_of(self, parameters={name: list(delta.shape) for name, delta in self.deltas.items()})
 
     def save(self, directory: str | Path) -> Path:
         """Write ``deltas.safetensors`` and ``edit.json`` (with the deltas' sha256) atomically."""
@@ -111,7 +105,7 @@ class WeightEdit:
         check_files(directory, manifest)
         return cls(
             method=manifest["method"],
-            requests=tuple(EditRequest.from_dict(r) for r in manifest["requests"]),
+            requests=requests_of(manifest),
             hparams=manifest["hparams"],
             deltas=load_file(str(Path(directory) / DELTAS_FILE)),
             base_fingerprint=manifest["base_fingerprint"],

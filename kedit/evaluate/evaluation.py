@@ -7,6 +7,7 @@ the protocol that produced it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -115,24 +116,15 @@ def evaluate(
     cases = list(cases)
     pairs, layouts = layout_probes(cases)
     stack = stack if stack is not None else EditStack(lm)
-    on_top = edit is not None and bool(stack.edits) and stack.edits[-1] is edit
-    was_applied = bool(edit is not None and (edit.is_applied or on_top))
-    if was_applied:
-        stack.pop() if on_top else edit.revert(lm)
-    try:
+    was_applied = edit is not None and (edit.is_applied or stack.holds_last(edit))
+    with stack.lifted(edit) if was_applied else contextlib.nullcontext():
         before = score(lm, pairs)
         fluency_before = _fluency(lm, cases, max_new_tokens, seed) if fluency else None
         after = fluency_after = None
         if edit is not None:
-            stack.push(edit)
-            after = score(lm, pairs)
-            fluency_after = _fluency(lm, cases, max_new_tokens, seed) if fluency else None
-    finally:
-        pushed = edit is not None and bool(stack.edits) and stack.edits[-1] is edit
-        if edit is not None and was_applied and not pushed:
-            stack.push(edit)
-        elif pushed and not was_applied:
-            stack.pop()
+            with stack.pushed(edit):
+                after = score(lm, pairs)
+                fluency_after = _fluency(lm, cases, max_new_tokens, seed) if fluency else None
 
     records = []
     for index, (case, layout) in enumerate(zip(cases, layouts, strict=True)):

@@ -391,29 +391,14 @@ class Ledger:
 def _fingerprints_around(edit: Edit, lm: LoadedModel, stack: EditStack | None) -> tuple[str, str]:
     """State fingerprints of the model without and with ``edit`` on top; it is left as it was given."""
     stack = stack if stack is not None else EditStack(lm)
-    on_top = bool(stack.edits) and stack.edits[-1] is edit
-    if on_top or edit.is_applied:
-        if not on_top:  # applied by the caller directly on the model: take it off the same way
-            result = lm.state_fingerprint()
-            edit.revert(lm)
-            try:
-                state = lm.state_fingerprint()
-            finally:
-                edit.apply(lm)
-            return state, result
+    if stack.holds_last(edit) or edit.is_applied:
         result = lm.state_fingerprint()
-        stack.pop()
-        try:
+        with stack.lifted(edit):
             state = lm.state_fingerprint()
-        finally:
-            stack.push(edit)
-        return state, result
-    state = lm.state_fingerprint()
-    stack.push(edit)
-    try:
-        result = lm.state_fingerprint()
-    finally:
-        stack.pop()
+    else:
+        state = lm.state_fingerprint()
+        with stack.pushed(edit):
+            result = lm.state_fingerprint()
     return state, result
 
 

@@ -42,8 +42,10 @@ from kedit.edits.base import (
     check_base,
     check_combinable,
     check_files,
+    manifest_of,
     read_manifest,
     register_kind,
+    requests_of,
     save_edit_files,
 )
 from kedit.errors import EditStateError, KeditError, KeditWarning
@@ -316,16 +318,8 @@ class IKEEdit:
         self._installed = None
 
     def manifest(self) -> dict[str, Any]:
-        return {
-            "kind": PROMPT_CONTEXT_KIND,
-            "method": self.method,
-            "base_fingerprint": self.base_fingerprint,
-            "hparams": dict(self.hparams),
-            "requests": [r.to_dict() for r in self.requests],
-            "embedder": self.embedder_name,
-            "pool": {"demonstrations": len(self.pool), "source": self.pool.source},
-            "info": self.info,
-        }
+        return manifest_of(self, embedder=self.embedder_name,
+                           pool={"demonstrations": len(self.pool), "source": self.pool.source})
 
     def save(self, directory: str | Path) -> Path:
         """Write the demonstrations (JSON), the embeddings (safetensors) and ``edit.json`` with their sha256."""
@@ -348,7 +342,7 @@ class IKEEdit:
         info = manifest.get("info", {})
         edit = cls(
             method=manifest["method"],
-            requests=tuple(EditRequest.from_dict(r) for r in manifest["requests"]),
+            requests=requests_of(manifest),
             hparams=manifest["hparams"],
             pool=DemonstrationPool(tuple(demos["texts"]), tuple(demos["kinds"]), tensors["pool"],
                                    manifest.get("pool", {}).get("source", "")),

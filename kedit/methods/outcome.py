@@ -45,12 +45,8 @@ def check_targets(lm: LoadedModel, edit: Edit, stacklevel: int = 2, stack: EditS
     context joins theirs as it will when kept), scores each request's prompt, takes it off again
     (the model is left as it was found) and hands the scores to :func:`record_outcome`.
     """
-    stack = stack if stack is not None else EditStack(lm)
-    stack.push(edit)
-    try:
+    with (stack if stack is not None else EditStack(lm)).pushed(edit):
         scores = score(lm, [(request.text, request.target_new) for request in edit.requests])
-    finally:
-        stack.pop()
     return record_outcome(lm, edit, scores, stacklevel=stacklevel + 1)
 
 
