@@ -134,28 +134,63 @@ def _unwrap_target(value: Any, name: str) -> str:
     return value
 
 
+def _probe_dict(probe: LocalityProbe | PortabilityProbe) -> dict[str, Any]:
+    """``{"prompt", "answer"}``, plus ``"kind"`` only when the probe has one (so records written
+    before probes had kinds, and their digests, stay as they were)."""
+    record: dict[str, Any] = {"prompt": probe.prompt, "answer": probe.answer}
+    if probe.kind is not None:
+        record["kind"] = probe.kind
+    return record
+
+
+def _check_kind(kind: Any, name: str) -> None:
+    if kind is not None:
+        _require_text(kind, f"{name} kind")
+
+
 @dataclass(frozen=True)
 class LocalityProbe:
-    """A prompt whose answer the edit must leave alone (``answer`` is teacher-forced when scoring)."""
+    """A prompt whose answer the edit must leave alone (``answer`` is teacher-forced when scoring).
+
+    ``kind`` optionally names what sort of locality the probe measures, where a dataset tells them
+    apart (the Yao et al. 2023 sets: ``pre-neighbour``, ``distract-neighbour``,
+    ``unrelated-attribute``, ``commonsense``; see :mod:`kedit.data.portability`). ``None`` (the
+    default) is a plain probe; it is left out of :meth:`to_dict`.
+    """
 
     prompt: str
     answer: str
+    kind: str | None = None
 
     def __post_init__(self) -> None:
         _require_text(self.prompt, "locality prompt")
         _require_text(self.answer, "locality answer")
+        _check_kind(self.kind, "locality")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _probe_dict(self)
 
 
 @dataclass(frozen=True)
 class PortabilityProbe:
-    """A prompt whose answer should follow from the new fact."""
+    """A prompt whose answer should follow from the new fact.
+
+    ``kind`` optionally names the sort of consequence (``one-hop``, ``subject-replace``,
+    ``inverse-relation``: :mod:`kedit.data.portability`); ``None`` (the default) is left out of
+    :meth:`to_dict`.
+    """
 
     prompt: str
     answer: str
+    kind: str | None = None
 
     def __post_init__(self) -> None:
         _require_text(self.prompt, "portability prompt")
         _require_text(self.answer, "portability answer")
+        _check_kind(self.kind, "portability")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _probe_dict(self)
 
 
 @dataclass(frozen=True)
@@ -189,8 +224,8 @@ class Case:
             "case_id": self.case_id,
             **self.request.to_dict(),
             "rephrases": list(self.rephrases),
-            "locality": [asdict(probe) for probe in self.locality],
-            "portability": [asdict(probe) for probe in self.portability],
+            "locality": [probe.to_dict() for probe in self.locality],
+            "portability": [probe.to_dict() for probe in self.portability],
         }
 
     @classmethod
@@ -211,14 +246,14 @@ class Case:
         )
 
 
-def _probe(kind: type, item: Any, name: str) -> Any:
+def _probe(probe_type: type, item: Any, name: str) -> Any:
     if isinstance(item, Mapping):
         if "prompt" not in item or "answer" not in item:
             raise RequestError(f"each {name} probe needs 'prompt' and 'answer'; got keys {sorted(item)}")
-        return kind(prompt=item["prompt"], answer=item["answer"])
+        return probe_type(prompt=item["prompt"], answer=item["answer"], kind=item.get("kind"))
     if isinstance(item, Sequence) and not isinstance(item, str) and len(item) == 2:
-        return kind(prompt=item[0], answer=item[1])
-    raise RequestError(f"a {name} probe must be {{'prompt': ..., 'answer': ...}}, got {item!r}")
+        return probe_type(prompt=item[0], answer=item[1])
+    raise RequestError(f"a {name} probe must be {{'prompt': ..., 'answer': ...}} (and optionally 'kind'), got {item!r}")
 
 
 def load_cases(path: str | Path) -> list[Case]:

@@ -5,8 +5,10 @@ import time.
 
 Format detection reads the keys of the first few records (or of the file's top-level object) and
 picks the format one of whose key sets (``signatures``) they all have, the most specific (largest
-key set) winning; a file that fits none raises :class:`~kedit.errors.DataError` listing every
-known key set.
+key set) winning; a format whose ``excludes`` holds a key of any sampled record does not fit (a
+derived-10k ZsRE file has ``case_id`` and no ``answers``, a MEND ZsRE file ``answers``: the two read
+``alt`` as opposite answers). A file that fits none raises :class:`~kedit.errors.DataError` listing
+every known key set.
 
 ConflictEdit and RoundEdit records (:mod:`kedit.data.pitfalls`) are pairs of edits with their own
 protocol, not cases: ``load_dataset`` returns them parsed in ``LoadedDataset.records``, with no
@@ -26,8 +28,16 @@ from kedit.data.knowedit import load_knowedit, load_knowedit_sanitation, load_kn
 from kedit.data.loaders import LoadedDataset, read_json
 from kedit.data.mquake import load_mquake, load_mquake_triples
 from kedit.data.pitfalls import CONFLICT_EDIT, ROUND_EDIT, load_conflict_edit, load_round_edit
+from kedit.data.portability import (
+    load_counterfact_distracting,
+    load_counterfact_one_hop,
+    load_counterfact_subject_replace,
+    load_piqa,
+    load_zsre_inverse_relation,
+    load_zsre_subject_replace,
+)
 from kedit.data.wise import load_wise
-from kedit.data.zsre import load_zsre
+from kedit.data.zsre import load_zsre, load_zsre_derived
 from kedit.errors import DataError
 
 Loader = Callable[..., LoadedDataset]  # (path, *, limit: int | None, strict: bool) -> LoadedDataset
@@ -36,15 +46,20 @@ SAMPLED_RECORDS = 5
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """One readable format: its name, a line for ``kedit data list``, its loader and its key sets."""
+    """One readable format: its name, a line for ``kedit data list``, its loader, its key sets and the
+    keys its records never have."""
 
     name: str
     summary: str
     load: Loader
     signatures: tuple[frozenset[str], ...]
+    excludes: frozenset[str] = frozenset()
 
-    def fit(self, keys: frozenset[str]) -> int:
-        """The size of the largest key set of this format that ``keys`` contains (0: none)."""
+    def fit(self, keys: frozenset[str], seen: frozenset[str] | None = None) -> int:
+        """The size of the largest key set of this format that ``keys`` contains (0: none, or a key of
+        ``excludes`` among ``seen``, the keys of any sampled record, default ``keys``)."""
+        if self.excludes & (keys if seen is None else seen):
+            return 0
         return max((len(signature) for signature in self.signatures if signature <= keys), default=0)
 
 
@@ -61,6 +76,9 @@ def _specs() -> tuple[DatasetSpec, ...]:
                           "locality_prompt", "locality_ground_truth"})),
         DatasetSpec("zsre", "ZsRE, MEND/EasyEdit layout, optional GPT-4 portability (zsre_mend_*.json)",
                     load_zsre, keys({"src", "subject", "alt", "loc", "loc_ans"})),
+        DatasetSpec("zsre-derived", "ZsRE derived-10k training set: alt is the TRUE answer, targets in the "
+                    "_en_ .txt beside it (zsre_mend_train_10000.json)", load_zsre_derived,
+                    keys({"case_id", "src", "subject", "alt", "loc", "loc_ans"}), frozenset({"answers"})),
         DatasetSpec("knowedit", "KnowEdit ZsRE / Wiki-counterfact / Wiki-recent", load_knowedit,
                     keys({"prompt", "subject", "target_new", "locality", "portability"})),
         DatasetSpec("knowedit-wikibio", "KnowEdit WikiBio (continue a biography)", load_knowedit_wikibio,
@@ -73,6 +91,23 @@ def _specs() -> tuple[DatasetSpec, ...]:
                     load_mquake_triples, keys({"prompt", "subject", "target_new", "target_true", "question"})),
         DatasetSpec("wise", "WISE hallucination / temporal", load_wise,
                     keys({"prompt", "subject", "target_new", "locality_prompt", "locality_ground_truth"})),
+        DatasetSpec("counterfact-distracting", "CounterFact with distracting neighbours and an unrelated "
+                    "attribute, Yao et al. 2023 (counterfact_distracting_neighbor.json)", load_counterfact_distracting,
+                    keys({"requested_rewrite", "paraphrase_prompts", "neighborhood_prompts",
+                          "distracting_neighborhood_prompts", "unrelated_relation"})),
+        DatasetSpec("counterfact-one-hop", "CounterFact with GPT-4 one-hop portability questions, Yao et al. 2023 "
+                    "(counterfact_portability_gpt4.json)", load_counterfact_one_hop,
+                    keys({"requested_rewrite", "paraphrase_prompts", "neighborhood_prompts", "portability"})),
+        DatasetSpec("counterfact-subject-replace", "CounterFact asked about a subject alias, Yao et al. 2023 "
+                    "(counterfact_subject_replace.json)", load_counterfact_subject_replace,
+                    keys({"requested_rewrite", "paraphrase_prompts", "neighborhood_prompts", "alternative_subject"})),
+        DatasetSpec("zsre-subject-replace", "ZsRE asked about a subject alias, Yao et al. 2023 "
+                    "(zsre_subject_replace.json)", load_zsre_subject_replace,
+                    keys({"src", "subject", "alt", "answers", "alternative_subject", "alter_subject_question"})),
+        DatasetSpec("zsre-inverse-relation", "ZsRE edits asked backwards, Yao et al. 2023 (zsre_inverse_relation.json)",
+                    load_zsre_inverse_relation, keys({"src", "subject", "alt", "answers", "inverse question"})),
+        DatasetSpec("piqa", "PIQA with its labels file, commonsense locality probes (piqa_valid.jsonl)", load_piqa,
+                    keys({"goal", "sol1", "sol2"})),
         DatasetSpec(CONFLICT_EDIT, "Pitfalls ConflictEdit (reverse / composite / coverage)", load_conflict_edit,
                     keys({"edits", "triples"})),
         DatasetSpec(ROUND_EDIT, "Pitfalls RoundEdit (easy / hard)", load_round_edit, keys({"edit", "true_objects"})),
@@ -104,9 +139,11 @@ def detect_format(path: str | Path) -> str:
     if not samples:
         raise DataError(f"{path}: no JSON object records to recognise (expected a list of objects)")
     common = frozenset.intersection(*samples)
-    best = max(DATASETS.values(), key=lambda spec: spec.fit(common))
-    if best.fit(common) == 0:
+    seen = frozenset.union(*samples)
+    best = max(DATASETS.values(), key=lambda spec: spec.fit(common, seen))
+    if best.fit(common, seen) == 0:
         known = "; ".join(f"{spec.name}: " + " or ".join(str(sorted(keys)) for keys in spec.signatures)
+                          + (f" without {sorted(spec.excludes)}" if spec.excludes else "")
                           for spec in DATASETS.values())
         raise DataError(f"{path}: records with keys {sorted(common)} match no known dataset format. "
                         f"Known formats and the keys each needs: {known}")
