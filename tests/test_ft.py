@@ -20,10 +20,8 @@ from kedit.methods.ft import (
     FTMHparams,
     chunk_objective,
     encode_chunk,
-    masked_nll,
-    regularised_objective,
-    sss_penalty,
 )
+from kedit.methods.losses import masked_nll, regularised_objective, sss_penalty
 from kedit.models import weights_fingerprint
 from kedit.models.batching import pad_left
 from kedit.models.scoring import encode_pair, score

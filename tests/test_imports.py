@@ -13,7 +13,8 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("modules", ["kedit.reports, kedit.data", "kedit.runs", "kedit.data.pitfalls", "kedit.reports.intervals"])
+@pytest.mark.parametrize("modules", ["kedit.reports, kedit.data", "kedit.runs", "kedit.data.pitfalls", "kedit.reports.intervals",
+                                     "kedit.training"])
 def test_reading_packages_import_without_torch(modules):
     code = (f"import sys, {modules}; heavy = sorted({{'torch', 'transformers'}} & set(sys.modules)); "
             "assert not heavy, heavy")

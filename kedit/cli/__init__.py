@@ -4,7 +4,7 @@
 of commands lives in its own module and takes what they share from :mod:`kedit.cli.common`:
 
 * :mod:`kedit.cli.edit` — ``edit``, ``demo``, ``stats``, ``methods``, ``models``;
-* :mod:`kedit.cli.report` — ``report``; :mod:`kedit.cli.bench` — ``bench``;
+* :mod:`kedit.cli.report` — ``report``; :mod:`kedit.cli.bench` — ``bench``; :mod:`kedit.cli.train` — ``train``;
 * :mod:`kedit.cli.ledger` — ``ledger …``; :mod:`kedit.cli.data` — ``data …``;
   :mod:`kedit.cli.pitfalls` — ``pitfalls …``.
 
@@ -14,7 +14,7 @@ and exit code 2 (see :func:`kedit.cli.common.reports_errors`).
 
 import typer
 
-from kedit.cli import bench, data, edit, ledger, pitfalls, report
+from kedit.cli import bench, data, edit, ledger, pitfalls, report, train
 
 app = typer.Typer(
     name="kedit",
@@ -25,7 +25,8 @@ app = typer.Typer(
 )
 
 # In this order in `kedit --help`.
-for command in (edit.methods, edit.models, edit.stats, edit.edit, edit.demo, report.report, bench.bench):
+for command in (edit.methods, edit.models, edit.stats, edit.edit, edit.demo, report.report, bench.bench,
+                train.train):
     app.command()(command)
 app.add_typer(ledger.ledger_app, name="ledger")
 app.add_typer(data.data_app, name="data")

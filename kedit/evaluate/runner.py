@@ -41,7 +41,7 @@ from kedit.evaluate.evaluation import ProbeLayout, layout_probes, summarize
 from kedit.evaluate.evaluation import case_record as evaluation_case_record
 from kedit.evaluate.survey import HELD_OUT, held_out_block, held_out_probe_case, survey_summary
 from kedit.methods import load_edit, method_for
-from kedit.methods.base import hparams_dict, open_session
+from kedit.methods.base import hparams_dict, is_trained, open_session
 from kedit.methods.outcome import TARGETS_REACHED, record_outcome, warn_known_targets
 from kedit.models.loading import LoadedModel
 from kedit.models.scoring import TargetScore, score
@@ -508,6 +508,22 @@ def _summary(out_dir: Path, info: Mapping[str, Any], clock: _Clock, n: int) -> d
     }
 
 
+def _checked_trained_editor(lm: LoadedModel, method: Any, hparams: Any, cases: Sequence[Case],
+                            data: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The artifact a trained method will edit with, after refusing evaluation cases it was trained on
+    (``allow_training_overlap`` turns the refusal into a loud warning); what run.json records of it."""
+    from kedit.training import check_no_overlap
+
+    artifact = method.trained_artifact(lm, hparams)
+    check_no_overlap(artifact, cases, str((data or {}).get("name", "cases")),
+                     allow=bool(getattr(hparams, "allow_training_overlap", False)))
+    manifest = artifact.manifest
+    # no folder path: run records are committed, and the editor's sha256 identifies it anywhere
+    return {"editor_sha256": manifest.files.get("editor.safetensors"),
+            "trained_on": {key: manifest.data.get(key) for key in ("name", "sha256", "cases", "keys_digest")},
+            "steps": manifest.training.get("steps"), "best_step": manifest.training.get("best_step")}
+
+
 def run_bench(
     lm: LoadedModel,
     method: str,
@@ -545,6 +561,8 @@ def run_bench(
     held_cases = [held_out_probe_case(case) for case in held_out]
     info = run_info(lm, method, mode, cases, list(held_out), hparams, model_name=model_name, data=data,
                     command=command, batch_capable=chosen.batch_capable)
+    if is_trained(chosen):
+        info["trained_editor"] = _checked_trained_editor(lm, chosen, resolved, [*cases, *held_out], data)
     out_dir = Path(out_dir)
     info = start_run(out_dir, info, resume=resume)
     (out_dir / SUMMARY_FILE).unlink(missing_ok=True)  # a resumed run is not finished until it says so

@@ -6,6 +6,7 @@ from kedit.methods import (
     ft,  # noqa: F401  (registers "ft-l", "ft-m")
     ike,  # noqa: F401  (registers "ike" and the "prompt-context" edit kind)
     memit,  # noqa: F401  (registers "memit")
+    mend,  # noqa: F401  (registers "mend")
     mle,  # noqa: F401  (registers "mle")
     rome,  # noqa: F401  (registers "rome")
 )

@@ -1,5 +1,6 @@
 """The method contract: ``compute(lm, requests, hparams) -> Edit`` (an edit of any kind in
-:mod:`kedit.edits`), and the registry every method is found through.
+:mod:`kedit.edits`), the training step of trained editors (:class:`TrainedMethod`), and the
+registry every method is found through.
 """
 
 from __future__ import annotations
@@ -32,6 +33,33 @@ class Method(Protocol):
                         overrides: Mapping[str, Any] | None = None) -> Any: ...
 
     def compute(self, lm: LoadedModel, requests: Sequence[EditRequest], hparams: Any) -> Edit: ...
+
+
+class TrainedMethod(Method, Protocol):
+    """A method that learns to edit before it edits (MEND, SERAC).
+
+    ``train`` meta-trains an editor for ``lm`` on ``data`` (resuming what ``out_dir`` holds) and
+    returns the published artifact; ``compute`` then finds that artifact again — by the base
+    model's fingerprint, :meth:`training_hparams` and ``editor_version``, or from the folder named by
+    the ``artifact`` hyperparameter (:func:`kedit.training.resolve_artifact`). ``trained_artifact``
+    is that lookup, which the benchmark runner also uses for the training-overlap check.
+    """
+
+    editor_version: ClassVar[int]
+
+    def training_hparams(self, hparams: Any) -> dict[str, Any]:
+        """The hyperparameters that shape the trained editor (the artifact's key), as plain JSON values."""
+
+    def train(self, lm: LoadedModel, data: Any, hparams: Any, schedule: Any, out_dir: Path) -> Any:
+        """Train on ``data`` (:class:`kedit.training.TrainingData`) under ``schedule`` → an Artifact."""
+
+    def trained_artifact(self, lm: LoadedModel, hparams: Any) -> Any:
+        """The artifact ``compute`` would edit with (a KeditError saying how to train one if none)."""
+
+
+def is_trained(method: Any) -> bool:
+    """Whether ``method`` (an instance or class) trains an editor before editing."""
+    return callable(getattr(method, "train", None)) and hasattr(method, "editor_version")
 
 
 _METHODS = Registry("method", "name")

@@ -72,6 +72,7 @@ from kedit.errors import KeditError
 from kedit.methods.base import register
 from kedit.methods.hparam_types import check_values
 from kedit.methods.hparams import build_hparams
+from kedit.methods.losses import ObjectiveTerms, masked_nll, regularised_objective
 from kedit.methods.rome import ROME
 from kedit.models.batching import Batch, pad_left
 from kedit.models.loading import LoadedModel
@@ -178,42 +179,6 @@ def check_layers(lm: LoadedModel, hparams: FTHparams) -> tuple[int, ...]:
 
 
 # --------------------------------------------------------------------------- losses
-
-
-def masked_nll(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over requests of the mean negative log-likelihood of each request's target tokens.
-
-    logits (B, T, V) or (B, 1, V): the distribution that predicts each label; a single column is
-    shared by all T labels of its row (FT-L reads every target token at the last prompt token).
-    labels (B, T) long; mask (B, T) bool, True where a label is a target token. Labels under a
-    False mask never influence the value (their entries are replaced by zero, not multiplied).
-    """
-    log_probs = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
-    picked = torch.take_along_dim(log_probs, labels[..., None], dim=-1)[..., 0]  # (B, T)
-    picked = torch.where(mask, picked, torch.zeros_like(picked))
-    per_request = -picked.sum(dim=1) / mask.sum(dim=1).clamp_min(1)  # (B,)
-    return per_request.mean()
-
-
-def sss_penalty(edit_loss: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-    """SSS = Σ (∂L_edit/∂h)² over every entry of ``hidden`` (B, T, d); differentiable (create_graph)."""
-    (gradient,) = torch.autograd.grad(edit_loss, hidden, create_graph=True)
-    return gradient.pow(2).sum()
-
-
-@dataclass(frozen=True)
-class ObjectiveTerms:
-    total: torch.Tensor  # what the optimiser minimises
-    edit_loss: torch.Tensor  # L_edit (FT-L or FT-M loss)
-    sss: torch.Tensor | None  # None when sss_coef == 0
-
-
-def regularised_objective(edit_loss: torch.Tensor, hidden: torch.Tensor, sss_coef: float) -> ObjectiveTerms:
-    """L = (1 − C) L_edit + C SSS; with C = 0 the objective is L_edit itself (SSS is not computed)."""
-    if sss_coef == 0:
-        return ObjectiveTerms(total=edit_loss, edit_loss=edit_loss, sss=None)
-    sss = sss_penalty(edit_loss, hidden)
-    return ObjectiveTerms(total=(1.0 - sss_coef) * edit_loss + sss_coef * sss, edit_loss=edit_loss, sss=sss)
 
 
 # --------------------------------------------------------------------------- batches
