@@ -31,6 +31,8 @@ class ProbeLayout:
     locality_answer: tuple[int, ...]
     locality_new: tuple[int, ...]
     portability: tuple[int, ...]
+    locality_kinds: tuple[str | None, ...] = ()  # per locality probe (Pre-/Distract-Neighbour, ...)
+    portability_kinds: tuple[str | None, ...] = ()
 
 
 def layout_probes(cases: Sequence[Case]) -> tuple[list[tuple[str, str]], list[ProbeLayout]]:
@@ -53,9 +55,20 @@ def layout_probes(cases: Sequence[Case]) -> tuple[list[tuple[str, str]], list[Pr
                 locality_answer=tuple(add(p.prompt, p.answer) for p in case.locality),
                 locality_new=tuple(add(p.prompt, request.target_new) for p in case.locality),
                 portability=tuple(add(p.prompt, p.answer) for p in case.portability),
+                locality_kinds=tuple(p.kind for p in case.locality),
+                portability_kinds=tuple(p.kind for p in case.portability),
             )
         )
     return pairs, layouts
+
+
+def by_kind(indices: Sequence[int], kinds: Sequence[str | None]) -> dict[str, list[int]]:
+    """The probe indices grouped by their kind (probes without a kind are not grouped)."""
+    groups: dict[str, list[int]] = {}
+    for index, kind in zip(indices, kinds, strict=False):
+        if kind is not None:
+            groups.setdefault(kind, []).append(index)
+    return groups
 
 
 def _token_metrics(layout: ProbeLayout, now: list[TargetScore], before: list[TargetScore] | None) -> dict:
@@ -68,6 +81,12 @@ def _token_metrics(layout: ProbeLayout, now: list[TargetScore], before: list[Tar
     }
     if before is not None:
         result["locality"] = m.mean(m.argmax_agreement(before[i], now[i]) for i in layout.locality_answer)
+    # Probes of a named kind (the Yao et al. sets) also get their own keys, e.g. "locality.distract-neighbour".
+    for kind, indices in by_kind(layout.portability, layout.portability_kinds).items():
+        result[f"portability.{kind}"] = m.mean(m.token_accuracy(now[i]) for i in indices)
+    if before is not None:
+        for kind, indices in by_kind(layout.locality_answer, layout.locality_kinds).items():
+            result[f"locality.{kind}"] = m.mean(m.argmax_agreement(before[i], now[i]) for i in indices)
     return result
 
 
@@ -77,7 +96,13 @@ def _probability_metrics(layout: ProbeLayout, now: list[TargetScore]) -> dict | 
     new, true = now[layout.rewrite_new], now[layout.rewrite_true]
     paraphrase = list(zip(layout.rephrase_new, layout.rephrase_true, strict=True))
     neighbours = list(zip(layout.locality_answer, layout.locality_new, strict=True))
-    return {
+    kinds = dict(zip(layout.locality_answer, layout.locality_kinds, strict=False))
+    per_kind = {
+        f"neighborhood_score.{kind}": m.mean(float(m.prefers(now[a], now[b])) for a, b in neighbours
+                                            if kinds.get(a) == kind)
+        for kind in dict.fromkeys(k for k in layout.locality_kinds if k is not None)
+    }
+    return per_kind | {
         "efficacy_score": float(m.prefers(new, true)),
         "efficacy_magnitude": m.probability_margin(new, true),
         "paraphrase_score": m.mean(float(m.prefers(now[a], now[b])) for a, b in paraphrase),
