@@ -190,3 +190,45 @@ def test_kedit_train_refuses_untrained_methods_and_trains_resumes_and_feeds_benc
     assert len(records) == 2 and all(r["edited"] and r["edit"]["method"] == "mend" for r in records)
     assert all(math.isfinite(r["token"]["post"]["reliability"]) for r in records)
     assert all(str(tmp_path) not in json.dumps(r) for r in records)  # no machine path in the records
+
+
+def test_kedit_train_killed_with_sigkill_resumes_to_the_uninterrupted_run(tiny_folder, tmp_path):
+    """A real ``kill -9`` of ``kedit train``: the rerun continues from the last checkpoint and ends with
+    the losses of an uninterrupted run, step for step."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    train_file = _cases_file(tmp_path / "train.json", TRAIN)
+    val_file = _cases_file(tmp_path / "val.json", HELD, start=100)
+
+    def command(out):
+        return [sys.executable, "-m", "kedit", "train", "mend", "--model", str(tiny_folder), "--data",
+                f"cases:{train_file}", "--val", f"cases:{val_file}", "--out", str(out), "--steps", "60",
+                "--val-every", "20", "--checkpoint-every", "5", "--no-progress", "--set", "rank=8",
+                "--set", "edits_per_step=2", "--set", "lr=1e-3"]
+
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    subprocess.run(command(tmp_path / "whole"), check=True, env=env, capture_output=True)
+    victim = subprocess.Popen(command(tmp_path / "cut"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "cut" / "train-log.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and victim.poll() is None:
+        if (tmp_path / "cut" / "checkpoint.pt").is_file() and log.is_file() and log.stat().st_size > 1000:
+            break
+        time.sleep(0.05)
+    assert victim.poll() is None, "the run finished before it could be killed"
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    subprocess.run(command(tmp_path / "cut"), check=True, env=env, capture_output=True)
+
+    def losses(folder):
+        lines = [json.loads(line) for line in (folder / "train-log.jsonl").read_text().splitlines()]
+        return [(line["step"], line["loss"]) for line in lines if "loss" in line]
+
+    whole, cut = losses(tmp_path / "whole"), losses(tmp_path / "cut")
+    assert len(whole) == 60 and whole == cut
+    manifest = json.loads((tmp_path / "cut" / "artifact" / "artifact.json").read_text())
+    assert 0 < manifest["training"]["resumed_from"] < 60

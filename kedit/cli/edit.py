@@ -44,10 +44,12 @@ def _parse_layers(text: str) -> list[int]:
 def methods() -> None:
     """List the registered editing methods."""
     from kedit.methods import registered_methods
+    from kedit.methods.base import is_trained
 
     console = common.stdout_console()
     for name, method in sorted(registered_methods().items()):
-        console.print(f"[bold]{name}[/]  {escape(getattr(method, 'summary', ''))}", soft_wrap=True)
+        trained = f"  [dim](trained: `kedit train {name}` first)[/]" if is_trained(method) else ""
+        console.print(f"[bold]{name}[/]  {escape(getattr(method, 'summary', ''))}{trained}", soft_wrap=True)
 
 
 @common.reports_errors
