@@ -232,3 +232,24 @@ def test_kedit_train_killed_with_sigkill_resumes_to_the_uninterrupted_run(tiny_f
     assert len(whole) == 60 and whole == cut
     manifest = json.loads((tmp_path / "cut" / "artifact" / "artifact.json").read_text())
     assert 0 < manifest["training"]["resumed_from"] < 60
+
+
+def test_bench_can_leave_out_the_cases_a_trained_editor_saw(tiny_folder, tmp_path):
+    train_file = _cases_file(tmp_path / "train.json", TRAIN)
+    mixed = _cases_file(tmp_path / "mixed.json", [TRAIN[0], HELD[0], TRAIN[1], HELD[1]], start=200)
+    val_file = _cases_file(tmp_path / "val.json", [("Tokyo", "Paris")], start=100)
+    common = ["--model", str(tiny_folder), "--set", "rank=8", "--set", "edits_per_step=2", "--set", "lr=1e-3"]
+    trained = runner.invoke(app, ["train", "mend", *common, "--data", f"cases:{train_file}", "--val",
+                                  f"cases:{val_file}", "--out", str(tmp_path / "run"), "--steps", "1",
+                                  "--no-progress"])
+    assert trained.exit_code == 0, trained.output
+    result = runner.invoke(app, ["bench", "--method", "mend", *common, "--data", f"cases:{mixed}", "--n", "2",
+                                 "--drop-training-overlap", "--no-progress", "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (tmp_path / "b" / "results.jsonl").read_text().splitlines()]
+    assert [r["request"]["subject"] for r in records] == ["Apple", "Berlin"]
+    data = json.loads((tmp_path / "b" / "run.json").read_text())["data"]
+    assert data["dropped_training_overlap"] == 2 and data["records_spanned"] == 4
+    too_many = runner.invoke(app, ["bench", "--method", "mend", *common, "--data", f"cases:{mixed}", "--n", "3",
+                                   "--drop-training-overlap", "--no-progress", "--out", str(tmp_path / "c")])
+    assert too_many.exit_code == 2 and "only 2 cases remain" in too_many.output

@@ -95,6 +95,28 @@ def _survey_table(summary: Mapping[str, Any]) -> Table:
     return table
 
 
+def _without_training_overlap(lm: Any, method: str, hparams_file: Path | None, overrides: dict[str, Any],
+                              chosen: BenchData, n: int, held_out: int, log: Any) -> BenchData:
+    """The first ``n`` (+ ``held_out``) cases the trained editor of ``method`` has not seen in training."""
+    from kedit.methods import method_for
+    from kedit.methods.base import is_trained
+    from kedit.training import without_training_overlap
+
+    trained = method_for(lm, method)
+    if not is_trained(trained):
+        raise KeditError(f"--drop-training-overlap is for trained editors; {method!r} is not trained")
+    artifact = trained.trained_artifact(lm, trained.default_hparams(lm, hparams_file, overrides))
+    kept, dropped = without_training_overlap(artifact, chosen.cases, str(chosen.spec.get("name")))
+    if len(kept) < n + held_out:
+        raise KeditError(f"only {len(kept)} cases remain after dropping {dropped} seen in training; lower --n")
+    last = next(i for i, case in enumerate(chosen.cases) if case is kept[n + held_out - 1])
+    skipped = last + 1 - (n + held_out)  # dropped among the records the run reaches into
+    log.print(f"{skipped} of the first {last + 1} cases were seen in training and are left out "
+              f"({dropped} in the whole file)")
+    return BenchData(tuple(kept[:n]), tuple(kept[n:n + held_out]),
+                     dict(chosen.spec) | {"dropped_training_overlap": skipped, "records_spanned": last + 1})
+
+
 @common.reports_errors
 def bench(
     data: Annotated[str, typer.Option(help="Dataset as NAME:PATH, e.g. counterfact:/data/counterfact.json "
@@ -112,6 +134,9 @@ def bench(
     held_out: Annotated[int, typer.Option(min=0, help="Cases after the first N kept unedited to measure drawdown.")] = 0,
     eval_batch: Annotated[int, typer.Option(min=1, help="Cases whose probes share one batched scoring call.")] = 64,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+    drop_training_overlap: Annotated[bool, typer.Option(
+        "--drop-training-overlap", help="Trained editors: leave out cases whose prompts the editor was trained "
+        "on, then take the first N (run.json records how many were dropped).")] = False,
 ) -> None:
     """Benchmark a method on a dataset; every case's record is on disk as soon as it is measured."""
     from kedit.evaluate.runner import parse_mode, run_bench
@@ -119,12 +144,14 @@ def bench(
     overrides = common.parse_overrides(set_)
     parsed_mode = parse_mode(mode)
     common.check_method(method, hparams, overrides)
-    chosen = load_bench_data(data, n, held_out)
+    chosen = load_bench_data(data, 10**9 if drop_training_overlap else n, 0 if drop_training_overlap else held_out)
     log = common.stderr_console()
     log.print(f"{len(chosen.cases)} case(s) from {escape(data)}"
               + (f", {len(chosen.held_out)} held out" if chosen.held_out else "")
               + f"; {escape(method)} in {parsed_mode.spec} mode; writing to {escape(str(out))}")
     lm, _ = common.load_lm(model, device, log, start_token)
+    if drop_training_overlap:
+        chosen = _without_training_overlap(lm, method, hparams, overrides, chosen, n, held_out, log)
     try:
         summary = run_bench(lm, method, chosen.cases, mode=parsed_mode, out_dir=out, overrides=overrides,
                             resume=resume, progress=progress, eval_batch=eval_batch, held_out=chosen.held_out,

@@ -16,10 +16,10 @@ from kedit.training.artifact import (
     load_artifact,
     resolve_artifact,
 )
-from kedit.training.editor import TrainingData, check_no_overlap, train_editor
+from kedit.training.editor import TrainingData, check_no_overlap, train_editor, without_training_overlap
 from kedit.training.loop import Schedule, Trainee, TrainingOutcome, parse_duration, run_loop
 
 __all__ = [
     "Artifact", "ArtifactManifest", "Schedule", "Trainee", "TrainingData", "TrainingKeys", "TrainingOutcome",
-    "check_no_overlap", "load_artifact", "parse_duration", "resolve_artifact", "run_loop", "train_editor",
+    "check_no_overlap", "load_artifact", "parse_duration", "resolve_artifact", "run_loop", "train_editor", "without_training_overlap",
 ]
