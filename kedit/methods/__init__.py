@@ -9,6 +9,7 @@ from kedit.methods import (
     mend,  # noqa: F401  (registers "mend")
     mle,  # noqa: F401  (registers "mle")
     rome,  # noqa: F401  (registers "rome")
+    serac,  # noqa: F401  (registers "serac" and the "edit-memory" edit kind)
 )
 from kedit.methods.base import get_method, method_for, register, registered_methods
 

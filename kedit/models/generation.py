@@ -8,6 +8,7 @@ import torch
 
 from kedit.models.batching import Batch, encode, pad_left
 from kedit.models.loading import LoadedModel
+from kedit.models.routing import RouteGroup, gather, route_groups
 
 
 @torch.no_grad()
@@ -46,6 +47,18 @@ def generate(
     """Prompt plus sampled continuation, as text (ROME's fluency protocol samples with top-k 5).
 
     The model sees each prompt with its installed prompt contexts; the text returned starts at the prompt.
+    A prompt a query router claims (:mod:`kedit.models.routing`) is continued by the model the router
+    names, after the text it gives (one batch per answering model, each sampled with ``seed``); the
+    text returned still starts at the prompt as given.
     """
+    if lm.routers:
+        def answer(group: RouteGroup) -> list[str]:
+            model = group.model
+            shown = group.shown if group.routed else lm.in_context(group.shown)
+            ids = generate_ids(model, [encode(model.tokenizer, text) for text in shown], max_new_tokens, seed, top_k)
+            return [prompts[index] + model.tokenizer.decode(new, skip_special_tokens=True)
+                    for index, new in zip(group.indices, ids, strict=True)]
+
+        return gather(route_groups(lm, prompts), answer, len(prompts))
     ids = generate_ids(lm, [encode(lm.tokenizer, p) for p in lm.in_context(prompts)], max_new_tokens, seed, top_k)
     return [prompt + lm.tokenizer.decode(new, skip_special_tokens=True) for prompt, new in zip(prompts, ids, strict=True)]

@@ -18,6 +18,7 @@ from kedit.models.anatomy import Anatomy, find_anatomy
 from kedit.models.bundled import BUNDLED_MODELS
 from kedit.models.fingerprint import weights_fingerprint
 from kedit.models.gguf_cache import converted_dir
+from kedit.models.routing import QueryRouter
 from kedit.models.start_token import AUTO, choose_start_token, with_start_token
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -41,8 +42,12 @@ class LoadedModel:
     ``start_token`` is the document-start token kedit makes the tokenizer put before every text
     (None: the tokenizer adds its own BOS, or none was asked for); see :mod:`kedit.models.start_token`.
 
+    ``routers`` are the query routers installed by edits that answer some prompts with another
+    model (SERAC's memory; :mod:`kedit.models.routing`): scoring and generation ask :meth:`route`
+    which model answers each prompt. A stack like the prompt contexts, pushed and popped by edits.
+
     ``overlays`` are the content digests of the installed changes that are not in the weights
-    (prompt contexts, routing modules), oldest first: :meth:`state_fingerprint` includes them.
+    (prompt contexts, query routers, routing modules), oldest first: :meth:`state_fingerprint` includes them.
     ``reuse`` holds objects built for this model and reused by later calls (method instances with
     their loaded embedders and pools: :func:`kedit.methods.method_for`); it is not part of the state.
     """
@@ -57,6 +62,7 @@ class LoadedModel:
     prompt_contexts: tuple[PromptContext, ...] = ()
     start_token: str | None = None
     overlays: tuple[str, ...] = ()
+    routers: tuple[QueryRouter, ...] = ()
     reuse: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -87,6 +93,33 @@ class LoadedModel:
             raise EditStateError("this prompt context is not the latest one installed; revert the later edits first")
         self.pop_overlay(digest)
         self.prompt_contexts = self.prompt_contexts[:-1]
+
+    def push_router(self, router: QueryRouter, digest: str) -> None:
+        """Install ``router``; ``digest`` identifies its content in :meth:`state_fingerprint`."""
+        self.routers = (*self.routers, router)
+        self.push_overlay(digest)
+
+    def pop_router(self, router: QueryRouter, digest: str) -> None:
+        """Remove ``router``, which must be the latest one installed (and the latest overlay)."""
+        if not self.routers or self.routers[-1] is not router:
+            raise EditStateError("this query router is not the latest one installed; revert the later edits first")
+        self.pop_overlay(digest)
+        self.routers = self.routers[:-1]
+
+    def route(self, prompts: Sequence[str]) -> list[tuple[LoadedModel, str] | None]:
+        """Per prompt, None (this model answers) or (the model that answers instead, the text it is
+        shown). The newest router is asked first; a prompt it leaves alone goes to the older ones."""
+        routes: list[tuple[LoadedModel, str] | None] = [None] * len(prompts)
+        for router in reversed(self.routers):
+            open_ = [index for index, route in enumerate(routes) if route is None]
+            if not open_:
+                break
+            answers = router([prompts[index] for index in open_])
+            if len(answers) != len(open_):
+                raise ValueError(f"a query router returned {len(answers)} routes for {len(open_)} prompts")
+            for index, answer in zip(open_, answers, strict=True):
+                routes[index] = answer
+        return routes
 
     def push_overlay(self, digest: str) -> None:
         """Record a change that is not in the weights (a prompt context, a routing module) by its content digest."""

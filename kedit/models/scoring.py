@@ -22,6 +22,7 @@ import torch
 from kedit.models.batching import encode, pad_left
 from kedit.models.loading import LoadedModel
 from kedit.models.packing import pack_prefix_trees, tree_packing_supported
+from kedit.models.routing import RouteGroup, gather, route_groups
 from kedit.models.tracing import final_hidden, logits_from_hidden
 
 DEFAULT_TOKEN_BUDGET = 4096  # token positions per forward: keeps activations small on a CPU
@@ -100,12 +101,30 @@ def score(
     """Score every (prompt, target) pair; the result is in the order of ``pairs``.
 
     Each prompt is shown with the model's installed prompt contexts (:meth:`LoadedModel.in_context`).
-    The inputs are packed as prefix trees (:mod:`kedit.models.packing`): a prefix shared by several
+    When query routers are installed (:mod:`kedit.models.routing`), a routed pair is scored by the
+    model its router names, on the text the router gives (SERAC: memory entry + prompt), through
+    this same function; the rest as below. The inputs are packed as prefix trees (:mod:`kedit.models.packing`): a prefix shared by several
     pairs (one prompt scored with the new and the true object, prompts that begin alike, a pair
     whose whole input begins another's) runs once, and nothing is padded. Models where a tree mask
     would not be exact (a sliding window shorter than an input) get left-padded, length-sorted
     batches instead, where a pair whose input prefixes another's is still read from that row.
     """
+    if lm.routers:
+        return _routed_score(lm, pairs, token_budget)
+    return _score_own(lm, pairs, token_budget)
+
+
+def _routed_score(lm: LoadedModel, pairs: Sequence[tuple[str, str]], token_budget: int) -> list[TargetScore]:
+    """Each route group scored by the model that answers it; results in the order of ``pairs``."""
+    def answer(group: RouteGroup) -> list[TargetScore]:
+        shown = [(text, pairs[index][1]) for index, text in zip(group.indices, group.shown, strict=True)]
+        return score(group.model, shown, token_budget) if group.routed else _score_own(lm, shown, token_budget)
+
+    return gather(route_groups(lm, [prompt for prompt, _ in pairs]), answer, len(pairs))
+
+
+def _score_own(lm: LoadedModel, pairs: Sequence[tuple[str, str]], token_budget: int) -> list[TargetScore]:
+    """:func:`score` by ``lm`` itself (through its prompt contexts, no routing)."""
     shown = lm.in_context([prompt for prompt, _ in pairs])
     encoded = [encode_pair(lm.tokenizer, prompt, target) for prompt, (_, target) in zip(shown, pairs, strict=True)]
     # Feed prompt + target minus its last token: the last len(target) positions predict the target.
@@ -203,9 +222,19 @@ def _read_targets(lm: LoadedModel, model_inputs: dict[str, torch.Tensor],
     return scores
 
 
-@torch.no_grad()
 def top_next_tokens(lm: LoadedModel, prompts: Sequence[str], k: int = 5) -> list[list[tuple[str, float]]]:
-    """The k most likely next tokens (decoded) and their probabilities after each prompt."""
+    """The k most likely next tokens (decoded) and their probabilities after each prompt (a routed
+    prompt: those of the model its router names, after the text the router gives)."""
+    if lm.routers:
+        def answer(group: RouteGroup) -> list[list[tuple[str, float]]]:
+            return top_next_tokens(group.model, group.shown, k) if group.routed else _top_own(lm, group.shown, k)
+
+        return gather(route_groups(lm, prompts), answer, len(prompts))
+    return _top_own(lm, prompts, k)
+
+
+@torch.no_grad()
+def _top_own(lm: LoadedModel, prompts: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
     batch = pad_left([encode(lm.tokenizer, prompt) for prompt in lm.in_context(prompts)], lm.pad_token_id, lm.device)
     hidden = final_hidden(lm, batch)[:, -1]
     probs = torch.softmax(logits_from_hidden(lm, hidden).float(), dim=-1)
