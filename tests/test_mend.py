@@ -250,6 +250,10 @@ def test_trained_editor_is_found_again_edits_as_weight_deltas_and_is_refused_on_
     explicit = MEND().default_hparams(lm, overrides={"rank": 8, "edits_per_step": 3, "val_cases": 3, "lr": 1e-3,
                                                      "lr_lr": 1e-2, "artifact": str(tmp_path / "run")})
     assert MEND().trained_artifact(lm, explicit).folder == tmp_path / "run" / "artifact"
+    # naming the artifact alone is enough: its training hyperparameters become the defaults
+    only_folder = MEND().default_hparams(lm, overrides={"artifact": str(tmp_path / "run")})
+    assert only_folder.rank == 8 and only_folder.edits_per_step == 3
+    assert MEND().compute(lm, [REQUESTS[0]], only_folder).deltas.keys() == edit.deltas.keys()
     other = make_lm("llama", seed=1)
     with pytest.raises(KeditError, match="was trained on tiny-llama"):
         MEND().compute(other, [REQUESTS[0]], MEND().default_hparams(other, overrides={

@@ -464,6 +464,9 @@ class MEND:
 
     def default_hparams(self, lm: LoadedModel | None, user_file: str | Path | None = None,
                         overrides: Mapping[str, Any] | None = None) -> MENDHparams:
+        from kedit.training.artifact import with_artifact_hparams
+
+        overrides = with_artifact_hparams(self.name, overrides)
         hparams = build_hparams(MENDHparams, lm, DEFAULTS_YAML, user_file, overrides, _ALIASES)
         if lm is not None and hparams.layers is None:
             hparams = MENDHparams(**(asdict(hparams) | {"layers": resolve_layers(lm, hparams)}))

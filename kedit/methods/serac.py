@@ -824,7 +824,10 @@ class SERAC:
 
     def default_hparams(self, lm: LoadedModel | None, user_file: str | Path | None = None,
                         overrides: Mapping[str, Any] | None = None) -> SERACHparams:
-        return build_hparams(SERACHparams, lm, DEFAULTS_YAML, user_file, overrides, ALIASES)
+        from kedit.training.artifact import with_artifact_hparams
+
+        return build_hparams(SERACHparams, lm, DEFAULTS_YAML, user_file, with_artifact_hparams(METHOD, overrides),
+                             ALIASES)
 
     def training_hparams(self, hparams: SERACHparams) -> dict[str, Any]:
         """Every field except the edit-time ones (artifact, route_threshold, allow_training_overlap)."""

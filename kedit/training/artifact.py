@@ -179,8 +179,9 @@ def save_artifact(folder: Path, manifest: ArtifactManifest, tensors: Mapping[str
     return Artifact(dataclasses.replace(manifest, files=hashes), folder)
 
 
-def load_artifact(folder: str | Path, method: str | None = None) -> Artifact:
-    """Read an artifact folder, checking every file against its recorded sha256."""
+def load_artifact(folder: str | Path, method: str | None = None, *, verify: bool = True) -> Artifact:
+    """Read an artifact folder, checking every file against its recorded sha256 (``verify``: hashing a
+    large editor takes a while, so a store lookup compares the manifests first and verifies the match)."""
     folder = Path(folder).expanduser()
     if not (folder / MANIFEST_FILE).is_file() and (folder / "artifact" / MANIFEST_FILE).is_file():
         folder = folder / "artifact"  # the --out folder of `kedit train` holds the artifact in artifact/
@@ -198,7 +199,7 @@ def load_artifact(folder: str | Path, method: str | None = None) -> Artifact:
                          f"format {ARTIFACT_FORMAT}: retrain the editor")
     if method is not None and manifest.method != method:
         raise KeditError(f"{folder} holds a trained {manifest.method!r} editor, not {method!r}")
-    for name, expected in manifest.files.items():
+    for name, expected in manifest.files.items() if verify else ():
         path = folder / name
         if not path.is_file() or sha256_file(path) != expected:
             raise KeditError(f"{path} is missing or does not match its sha256 in {MANIFEST_FILE}: the artifact is "
@@ -257,13 +258,27 @@ def find_artifacts(method: str, editor_version: int, fingerprint: str,
     found = []
     for folder in sorted(root.iterdir()) if root.is_dir() else ():
         try:
-            artifact = load_artifact(folder, method)
+            key = load_artifact(folder, method, verify=False).manifest.key
+            if (key.editor_version, key.base_fingerprint, key.hparams_digest) == (editor_version, fingerprint, wanted):
+                found.append(load_artifact(folder, method))
         except KeditError:
             continue  # a corrupted or foreign folder is not a candidate; it is reported when named explicitly
-        key = artifact.manifest.key
-        if (key.editor_version, key.base_fingerprint, key.hparams_digest) == (editor_version, fingerprint, wanted):
-            found.append(artifact)
     return sorted(found, key=lambda artifact: (artifact.folder / MANIFEST_FILE).stat().st_mtime, reverse=True)
+
+
+def with_artifact_hparams(method: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``overrides`` on top of the training hyperparameters of the artifact they name (``artifact=DIR``).
+
+    Whoever edits with a given editor should not have to repeat every value it was trained with;
+    a value given explicitly that differs from the trained one is still refused by
+    :func:`check_artifact_hparams` when the artifact is resolved.
+    """
+    overrides = dict(overrides or {})
+    explicit = overrides.get("artifact")
+    if not explicit:
+        return overrides
+    trained = load_artifact(explicit, method, verify=False).manifest.training_hparams
+    return dict(trained) | overrides
 
 
 def resolve_artifact(method: str, editor_version: int, fingerprint: str, source: str,
