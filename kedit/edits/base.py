@@ -8,7 +8,7 @@ reverted bit for bit, saved and loaded; the kind decides *how*:
 * ``prompt-context`` (IKE's :class:`kedit.methods.ike.IKEEdit`): a prefix put before every prompt,
   no weight changes;
 * ``module-swap`` (:class:`kedit.edits.modules.ModuleSwapEdit`): modules added, wrapped or replaced
-  (memories, adapters, routers between models: GRACE, WISE, SERAC).
+  (memories, adapters, routers between models: GRACE, WISE; SERAC has its own `edit-memory` kind).
 
 A kind is a class decorated with :func:`register_kind`; :func:`load_edit` finds the class of a
 saved edit by the ``kind`` its ``edit.json`` names. Importing :mod:`kedit.methods` registers the
