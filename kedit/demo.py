@@ -35,6 +35,8 @@ from kedit.runs import (
     SUMMARY_FILE,
     append_lines,
     model_info,
+    portable_argument,
+    portable_path,
     provenance,
     write_json_atomic,
     write_lines_atomic,
@@ -178,7 +180,8 @@ def run_demo(
     listener = listener or SilentListener()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    command = command or f"run_demo(model={model!r}, n={n}, out_dir={str(out_dir)!r}, method={method!r})"
+    shown_model = model if isinstance(model, LoadedModel) else portable_argument(str(model))
+    command = command or f"run_demo(model={shown_model!r}, n={n}, out_dir={portable_path(out_dir)!r}, method={method!r})"
     cases = demo_cases(n)
 
     started = time.perf_counter()

@@ -37,6 +37,7 @@ class BenchData:
 
 def _read_cases(name: str, path: str | None, limit: int) -> tuple[list[Case], dict[str, Any]]:
     from kedit.paths import sha256_file
+    from kedit.runs import portable_path
 
     if name == DEMO_FORMAT:
         from kedit.data.demo import demo_cases
@@ -47,7 +48,7 @@ def _read_cases(name: str, path: str | None, limit: int) -> tuple[list[Case], di
     file = Path(path).expanduser()
     if not file.is_file():
         raise KeditError(f"--data: {file} does not exist or is not a file")
-    spec = {"name": name, "path": str(file.resolve()), "sha256": sha256_file(file)}
+    spec = {"name": name, "path": portable_path(file), "sha256": sha256_file(file)}  # kedit.runs.portable
     if name == CASES_FORMAT:
         from kedit.requests import load_cases
 

@@ -39,6 +39,7 @@ from kedit.runs import (
     append_lines,
     command_line,
     model_info,
+    portable_path,
     provenance,
     read_lines,
     start_run,
@@ -135,8 +136,9 @@ def _read_records(load: Callable[..., Any], data: Path, limit: int | None, stric
 def _data_info(data: Path, prompts_path: Path, loaded: Any, limit: int | None) -> dict[str, Any]:
     from kedit.paths import sha256_file
 
-    return {"path": str(data.resolve()), "name": data.name, "sha256": sha256_file(data),
-            "prompts_path": str(prompts_path.resolve()), "prompts_sha256": sha256_file(prompts_path),
+    # paths by the path rule (kedit.runs.portable): the digests identify the files on any machine
+    return {"path": portable_path(data), "name": data.name, "sha256": sha256_file(data),
+            "prompts_path": portable_path(prompts_path), "prompts_sha256": sha256_file(prompts_path),
             "limit": limit, "records": len(loaded.records),
             "skipped": [str(problem) for problem in loaded.problems]}
 

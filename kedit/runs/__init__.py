@@ -8,7 +8,8 @@ them, so a file name or a crash-safety rule is decided in one place.
 * :mod:`kedit.runs.files` — atomic JSON, fsynced JSON-lines appends, atomic rewrites, and the one
   JSON-lines reader (a partial last line is an interrupted write, not a record);
 * :mod:`kedit.runs.resume` — refusing a folder that holds another run, the identity check, sessions;
-* :mod:`kedit.runs.provenance` — versions, creation time, command line, the model block.
+* :mod:`kedit.runs.provenance` — versions, creation time, command line, the model block;
+* :mod:`kedit.runs.portable` — the path rule: no absolute path of the machine in a run file.
 
 Nothing here imports torch or transformers when imported (kedit.reports runs without them).
 """
@@ -26,6 +27,14 @@ from kedit.runs.layout import (
     RUN_FILE,
     SUMMARY_FILE,
     edit_dir,
+)
+from kedit.runs.portable import (
+    data_root,
+    portable_argument,
+    portable_command,
+    portable_command_text,
+    portable_path,
+    repository_root,
 )
 from kedit.runs.provenance import command_line, model_info, provenance, timestamp, versions
 from kedit.runs.resume import (
@@ -59,9 +68,15 @@ __all__ = [
     "check_resumable",
     "command_line",
     "edit_dir",
+    "data_root",
     "model_info",
+    "portable_argument",
+    "portable_command",
+    "portable_command_text",
+    "portable_path",
     "provenance",
     "read_lines",
+    "repository_root",
     "start_run",
     "stored_edit_dirs",
     "timestamp",

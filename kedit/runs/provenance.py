@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import datetime
 import platform
-import shlex
 import sys
 from typing import Any
+
+from kedit.runs.portable import portable_argument, portable_command
 
 
 def versions() -> dict[str, str]:
@@ -31,8 +32,9 @@ def timestamp() -> str:
 
 
 def command_line() -> str:
-    """The ``kedit`` command line being run, quoted so that it can be pasted back into a shell."""
-    return shlex.join(["kedit", *sys.argv[1:]])
+    """The ``kedit`` command line being run, quoted so that it can be pasted back into a shell, with
+    its path arguments written by the path rule (:mod:`kedit.runs.portable`): runnable from the repository."""
+    return portable_command(["kedit", *sys.argv[1:]])
 
 
 def provenance(command: str | None) -> dict[str, Any]:
@@ -43,8 +45,9 @@ def provenance(command: str | None) -> dict[str, Any]:
 def model_info(lm: Any, name: str) -> dict[str, Any]:
     """The model block of run.json / summary.json: the name it was loaded by and what identifies its weights.
 
+    A local folder's name is written by the path rule (the fingerprint identifies the weights).
     ``lm`` is a :class:`kedit.models.loading.LoadedModel`; only its attributes are read, so this
     module needs no torch.
     """
-    return {"name": name, "fingerprint": lm.fingerprint, "device": str(lm.device),
+    return {"name": portable_argument(str(name)), "fingerprint": lm.fingerprint, "device": str(lm.device),
             "dtype": str(lm.dtype).removeprefix("torch."), "start_token": lm.start_token}
