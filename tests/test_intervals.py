@@ -127,3 +127,13 @@ def test_report_compare_prints_paired_differences_of_two_runs_on_the_same_cases(
     refused = CliRunner().invoke(app, ["report", str(tmp_path / "strong"), str(tmp_path / "fewer"),
                                        "--out", str(tmp_path / "report2"), "--compare"])
     assert refused.exit_code == 2 and "not run on the same cases" in refused.output
+
+
+def test_the_harmonic_statistic_is_s_of_the_column_means_and_zero_when_one_mean_is_zero():
+    from kedit.reports.intervals import harmonic_of_column_means
+
+    columns = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]])  # means 0.5, 0.5, 1.0
+    assert harmonic_of_column_means(columns[None])[0] == pytest.approx(3 / (2 + 2 + 1))
+    assert harmonic_of_column_means(columns[None, :1])[0] == 0.0  # PS mean 0: S is 0, as summarize() gives
+    interval = bootstrap(np.tile([0.5, 1.0, 0.25], (30, 1)), harmonic_of_column_means, resamples=100)
+    assert interval.estimate == pytest.approx(3 / (2 + 1 + 4))

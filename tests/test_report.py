@@ -96,15 +96,24 @@ def _write_lines(path: Path, lines: list[dict]) -> None:
 def write_bench_run(directory: Path, records: list[dict], method: str, *, mode: str = "single",
                     survey: dict | None = None, survey_probability: dict | None = None, curve: list[tuple[int, dict]] | None = None,
                     kind: str | None = "bench", model: str = "tiny-llama", fingerprint: str = "ab" * 32,
-                    data_sha: str = "cd" * 32) -> Path:
-    """A run directory as `kedit bench` writes it: run.json, results.jsonl, summary.json, curve.jsonl."""
+                    data_sha: str = "cd" * 32, data_name: str = "tiny-facts", cases_sha: str | None = None,
+                    curve_records: dict[int, list[dict]] | None = None, mode_spec: str | None = None,
+                    command: str | None = None) -> Path:
+    """A run directory as `kedit bench` writes it: run.json, results.jsonl, summary.json, curve.jsonl.
+
+    ``cases_sha`` is the digest of the cases (runs with equal ones are paired); ``curve_records``
+    adds per-case records to the curve lines of those checkpoints.
+    """
     directory.mkdir(parents=True)
     info = {
         "model": model, "fingerprint": fingerprint, "method": method, "hparams": {"layer": 1},
-        "data": {"name": "tiny-facts", "path": "/data/tiny.json", "sha256": data_sha},
+        "data": {"name": data_name, "path": "/data/tiny.json", "sha256": data_sha,
+                 **({"cases_sha256": cases_sha} if cases_sha else {})},
         "protocol": "both", "mode": mode, "n": len(records), "versions": {"kedit": "0.1.0"},
-        "command": f"kedit bench --method {method} --mode {mode}",
+        "command": command or f"kedit bench --method {method} --mode {mode}",
     }
+    if mode_spec is not None:
+        info["mode_spec"] = mode_spec
     if kind is not None:
         info["kind"] = kind
     _write_json(directory / "run.json", info)
@@ -116,7 +125,9 @@ def write_bench_run(directory: Path, records: list[dict], method: str, *, mode: 
         summary["survey_probability"] = survey_probability
     _write_json(directory / "summary.json", summary)
     if curve is not None:
-        _write_lines(directory / "curve.jsonl", [{"n_edits": n, "summary": s} for n, s in curve])
+        extra = curve_records or {}
+        _write_lines(directory / "curve.jsonl", [{"n_edits": n, "summary": s,
+                                                  **({"records": extra[n]} if n in extra else {})} for n, s in curve])
     return directory
 
 
@@ -247,7 +258,7 @@ def test_curves_are_sorted_by_number_of_edits(bench_runs):
     runs, _ = read_runs([bench_runs["rome"], bench_runs["seq"]])
     (curve,) = curves(runs, PROBABILITY, "efficacy_score")
     checkpoints = bench_runs["checkpoints"]
-    assert curve.label == "memit"
+    assert curve.label == "memit (sequential)"
     assert curve.points == tuple((n, checkpoints[n]["probability"]["post"]["efficacy_score"]) for n in (0, 1, 2, 4, 8))
 
 
@@ -333,7 +344,8 @@ def report(bench_runs, tmp_path_factory):
 
 def test_report_tables_show_the_summaries_numbers(report, bench_runs):
     markdown = report.markdown.read_text()
-    table = _table_after(markdown, "### Probability protocol")
+    every = markdown[markdown.index("## All metrics"):]
+    table = _table_after(every, "### Probability protocol")
     assert table[0] == ["run", "ES", "PS", "NS", "S", "EM", "PM", "NM"]
     post = bench_runs["summaries"]["rome"]["probability"]["post"]
     rome = next(row for row in table if row[0] == "rome")
@@ -341,11 +353,11 @@ def test_report_tables_show_the_summaries_numbers(report, bench_runs):
                                                         "score_s", "efficacy_magnitude", "paraphrase_magnitude",
                                                         "neighborhood_magnitude")]
     header = ["run", "success rate", "generalization rate", "drawdown"]
-    survey = _table_after(markdown, "### Survey metrics, token protocol")
-    assert survey == [header, ["memit (single, n=3)", "0.90", "0.60", "-0.05"]]
-    survey = _table_after(markdown, "### Survey metrics, probability protocol")
-    assert survey == [header, ["memit (single, n=3)", "0.80", "0.70", "0.10"]]
-    seq = _table_after(markdown, "#### memit (sequential, n=3)")
+    survey = _table_after(every, "### Survey metrics, token protocol")
+    assert survey == [header, ["memit", "0.90", "0.60", "-0.05"]]
+    survey = _table_after(every, "### Survey metrics, probability protocol")
+    assert survey == [header, ["memit", "0.80", "0.70", "0.10"]]
+    seq = _table_after(markdown, "#### memit (sequential)")
     assert [row[0] for row in seq[1:]] == ["0", "1", "2", "4", "8"]
     assert seq[-1][seq[0].index("S")] == format_score(bench_runs["checkpoints"][8]["probability"]["post"]["score_s"])
 
@@ -362,7 +374,7 @@ def test_report_has_the_pitfalls_tables(report):
 def test_report_lists_the_unreadable_run_and_writes_pngs_beside_it(report):
     markdown = report.markdown.read_text()
     assert len(report.failures) == 1 and "no run.json" in report.failures[0].reason
-    assert f"- `{report.failures[0].path}`: no run.json" in markdown
+    assert f"- `<outside>/{report.failures[0].path.name}`: no run.json" in markdown  # no machine path
     names = sorted(path.name for path in report.plots)
     assert names == ["curves_probability.png", "curves_token.png", "metrics_probability.png",
                      "metrics_survey.png", "metrics_survey_probability.png", "metrics_token.png"]
@@ -482,13 +494,3 @@ def test_html_page_loads_in_headless_chromium_and_every_image_decodes(report, tm
     probe = _load_in_chromium(browser, damaged, tmp_path / "damaged")
     assert not _same_image(probe["images"][0], expected[0]) and probe["images"][-1] == "broken"
     assert any("missing.png" in error for error in probe["errors"])
-
-
-def test_every_run_of_a_large_report_gets_its_own_colour():
-    from kedit.reports.plots import RUN_COLOURS, run_colours
-
-    few = run_colours([f"run {index}" for index in range(len(RUN_COLOURS))])
-    assert list(few.values()) == list(RUN_COLOURS)
-    many = run_colours([f"run {index}" for index in range(12)])
-    assert len(set(many.values())) == 12
-    assert not {"#7f7f7f", "#c7c7c7"} & set(many.values())  # grey stays the unedited models'

@@ -112,15 +112,21 @@ def _with_details(run: Run) -> str:
     return f"{run.method} ({', '.join(parts)})" if parts else run.method
 
 
+def _with_mode(run: Run) -> str:
+    """The method, with its mode unless the run edited one case at a time ("memit (batch:100)")."""
+    mode = run.info.get("mode_spec") or run.mode
+    return run.method if mode in (None, "single") else f"{run.method} ({mode})"
+
+
 def run_labels(runs: Sequence[Run]) -> list[str]:
-    """Short names, unique among runs of one kind: the method, then mode and size, then the folder name."""
+    """Short names, unique among runs of one kind: the method (and mode), then mode and size, then the folder name."""
     def with_folder(run: Run) -> str:
         return f"{_with_details(run)} [{run.path.name}]"
 
     labels: dict[int, str] = {}
     for kind in dict.fromkeys(run.kind for run in runs):
         same_kind = [run for run in runs if run.kind == kind]
-        namers = (lambda run: run.method, _with_details, with_folder, lambda run: str(run.path))
+        namers = (_with_mode, _with_details, with_folder, lambda run: str(run.path))
         labels.update(zip((id(run) for run in same_kind), _unique_labels(same_kind, namers), strict=True))
     return [labels[id(run)] for run in runs]
 
@@ -193,7 +199,3 @@ def curves(runs: Sequence[Run], group: MetricGroup, key: str) -> list[Curve]:
         if points:
             result.append(Curve(label, points))
     return result
-
-
-def groups_with_curves(runs: Sequence[Run]) -> list[MetricGroup]:
-    return [g for g in GROUPS if any(curves(runs, g, spec.key) for spec in g.headline)]

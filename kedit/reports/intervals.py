@@ -56,6 +56,14 @@ def column_mean(samples: np.ndarray) -> np.ndarray:
     return samples[..., 0].mean(axis=-1)
 
 
+def harmonic_of_column_means(samples: np.ndarray) -> np.ndarray:
+    """S of the probability protocol: the harmonic mean of the column means (ES, PS, NS), 0 when any is 0."""
+    means = samples.mean(axis=-2)
+    positive = (means > 0).all(axis=-1)
+    safe = np.where(means > 0, means, 1.0)
+    return np.where(positive, means.shape[-1] / (1.0 / safe).sum(axis=-1), 0.0)
+
+
 def bootstrap(values: Sequence[float] | np.ndarray, statistic: Statistic = column_mean, *,
               resamples: int = DEFAULT_RESAMPLES, level: float = DEFAULT_LEVEL, seed: int = DEFAULT_SEED,
               chunk: int = 1_000) -> Interval:

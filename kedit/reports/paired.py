@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from kedit.errors import KeditError
 from kedit.reports.intervals import (
     DEFAULT_LEVEL,
@@ -44,26 +46,55 @@ def _cases_digest(run: Run) -> str | None:
     return (run.info.get("data") or {}).get("cases_sha256")
 
 
+def same_cases(first: Run, second: Run) -> bool:
+    """Whether two runs measured the same cases in the same order (same recorded digest of their cases)."""
+    digest = _cases_digest(first)
+    return digest is not None and digest == _cases_digest(second)
+
+
+def check_same_cases(first: Run, second: Run) -> None:
+    if not same_cases(first, second):
+        digests = (_cases_digest(first), _cases_digest(second))
+        raise KeditError(f"{first.path.name} and {second.path.name} were not run on the same cases (data digests "
+                         f"{str(digests[0])[:12]} and {str(digests[1])[:12]}); a paired comparison needs the same "
+                         "--data, --n and order")
+
+
+def paired_values(first: Run, second: Run, protocol: str, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Both runs' edited-state values of one metric over the cases both have it for (aligned), or None."""
+    def value(record, protocol=protocol, name=name):
+        return metric(record, protocol, "post", name)
+
+    values_first, values_second = per_case(first.records, value), per_case(second.records, value)
+    if not set(values_first) & set(values_second):
+        return None
+    _, a, b = paired_columns(values_first, values_second)
+    return a, b
+
+
+def paired_metric(first: Run, second: Run, protocol: str, name: str, *, resamples: int = DEFAULT_RESAMPLES,
+                  level: float = DEFAULT_LEVEL, seed: int = DEFAULT_SEED) -> Interval | None:
+    """The paired difference first − second of one metric, or None when no shared case has it."""
+    check_same_cases(first, second)
+    found = paired_values(first, second, protocol, name)
+    if found is None:
+        return None
+    return paired_difference(*found, resamples=resamples, level=level, seed=seed)
+
+
 def compare_runs(first: Run, second: Run, *, resamples: int = DEFAULT_RESAMPLES, level: float = DEFAULT_LEVEL,
                  seed: int = DEFAULT_SEED) -> list[PairedRow]:
     """One row per metric that both runs measured on at least one shared case."""
-    digests = (_cases_digest(first), _cases_digest(second))
-    if None in digests or digests[0] != digests[1]:
-        raise KeditError(f"{first.path} and {second.path} were not run on the same cases (data digests "
-                         f"{str(digests[0])[:12]} and {str(digests[1])[:12]}); a paired comparison needs the same "
-                         "--data, --n and order")
+    check_same_cases(first, second)
+    settings = {"resamples": resamples, "level": level, "seed": seed}
     rows = []
     for protocol, name in COMPARED_METRICS:
-        def value(record, protocol=protocol, name=name):
-            return metric(record, protocol, "post", name)
-
-        values_first, values_second = per_case(first.records, value), per_case(second.records, value)
-        if not set(values_first) & set(values_second):
+        found = paired_values(first, second, protocol, name)
+        if found is None:
             continue
-        _, a, b = paired_columns(values_first, values_second)
-        settings = {"resamples": resamples, "level": level, "seed": seed}
+        a, b = found
         rows.append(PairedRow(protocol, name, bootstrap(a, **settings), bootstrap(b, **settings),
                               paired_difference(a, b, **settings)))
     if not rows:
-        raise KeditError(f"{first.path} and {second.path} share no measured metric to compare")
+        raise KeditError(f"{first.path.name} and {second.path.name} share no measured metric to compare")
     return rows

@@ -26,6 +26,7 @@ from kedit.reports.comparison import run_labels
 from kedit.reports.formatting import format_score
 from kedit.reports.markdown import markdown_table
 from kedit.reports.runs import PITFALLS_CONFLICT, PITFALLS_ROUND, Run
+from kedit.runs.portable import portable_path
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ def paper_rows(runs: Sequence[Run], table: PaperTable) -> PaperRows:
                 continue
             row.setdefault(column.label, (value, labels[id(run)]))
         if not filled:
-            notes.append(f"{labels[id(run)]} ({run.path}) has none of the table's metrics for "
+            notes.append(f"{labels[id(run)]} ({portable_path(run.path)}) has none of the table's metrics for "
                          f"{', '.join(table.subsets)}; its summary keys: {', '.join(sorted(run.summary))}")
     columns = [c for c in table.columns if any(c.label in row for row in cells.values())]
     headers = ((("model",) if several_models else ()) + ("method",) + tuple(c.label for c in columns))

@@ -13,10 +13,23 @@ from pathlib import Path
 
 from kedit.errors import KeditError
 from kedit.paths import atomic_path
-from kedit.reports.comparison import GROUPS, curves, groups_with_curves, metric_series, run_labels
-from kedit.reports.comparison_page import bars_plot_name, comparison_report, curves_plot_name
+from kedit.reports.comparison import GROUPS
+from kedit.reports.comparison_page import (
+    bars_plot_name,
+    comparison_report,
+    curves_plot_name,
+    groups_with_lines,
+)
+from kedit.reports.headline import (
+    Estimates,
+    IntervalSettings,
+    curve_lines,
+    headline_blocks,
+    log_spaced,
+    present_specs,
+)
 from kedit.reports.html import markdown_to_html
-from kedit.reports.plots import plot_group_bars, plot_group_curves, run_colours
+from kedit.reports.plots import plot_dataset_panels, plot_metric_curves
 from kedit.reports.runs import Run, RunFailure, read_runs
 from kedit.runs import RESULTS_FILE, RUN_FILE
 
@@ -45,37 +58,42 @@ def _plot_names() -> set[str]:
     return {name for group in GROUPS for name in (bars_plot_name(group), curves_plot_name(group))}
 
 
-def write_comparison_plots(runs: list[Run], out_dir: Path) -> list[Path]:
-    """Bar charts per metric group and curves per group with sequential runs; stale ones of ours are removed."""
-    colours = run_colours(run_labels(runs))
+def write_comparison_plots(runs: list[Run], out_dir: Path, estimates: Estimates) -> list[Path]:
+    """Per metric group: bars with one panel per dataset, and curves (a panel per metric) where runs are
+    sequential; stale plots of ours in ``out_dir`` are removed."""
     written = []
     for group in GROUPS:
-        if series := metric_series(runs, group):
-            written.append(plot_group_bars(series, group, colours, out_dir / bars_plot_name(group)))
-    for group in groups_with_curves(runs):
-        panels = [(spec.label, curves(runs, group, spec.key)) for spec in group.headline]
-        written.append(plot_group_curves(panels, f"{group.title}: sequential editing", colours,
-                                         out_dir / curves_plot_name(group)))
+        blocks = headline_blocks(runs, group, group.headline, estimates)
+        if blocks and (specs := present_specs(blocks, group.headline)):
+            written.append(plot_dataset_panels(blocks, specs, f"{group.title}: mean after editing",
+                                               out_dir / bars_plot_name(group)))
+    log_x = log_spaced(runs)
+    for group in groups_with_lines(runs, estimates):
+        panels = [(spec.label, curve_lines(runs, group, spec.key, estimates)) for spec in group.headline]
+        written.append(plot_metric_curves(panels, f"{group.title}: sequential editing", log_x,
+                                          out_dir / curves_plot_name(group)))
     # A plot left by an earlier report in this folder would sit beside the page without being on it.
     for name in _plot_names() - {path.name for path in written}:
         (out_dir / name).unlink(missing_ok=True)
     return written
 
 
-def write_comparison_report(run_dirs: Iterable[str | Path], out_dir: str | Path,
-                            command: str | None = None) -> ComparisonReport:
+def write_comparison_report(run_dirs: Iterable[str | Path], out_dir: str | Path, command: str | None = None,
+                            settings: IntervalSettings | None = None) -> ComparisonReport:
     """Compare the runs in ``run_dirs`` and write the report into ``out_dir`` (created if needed).
 
     Unreadable folders do not stop the report: they are listed on it, with the reason, and
-    returned in ``failures``.
+    returned in ``failures``. ``settings``: the bootstrap's resamples, level and seed (default
+    10,000, 95 %, 0), stated on the page.
     """
     out_dir = Path(out_dir)
     if (out_dir / RUN_FILE).exists() or (out_dir / RESULTS_FILE).exists():
         raise KeditError(f"--out {out_dir} is a run directory; write the report to a folder of its own")
     runs, failures = read_runs(run_dirs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots = write_comparison_plots(runs, out_dir)
-    markdown = comparison_report(runs, failures, {path.name: path.name for path in plots}, command)
+    estimates = Estimates(settings or IntervalSettings())  # each interval computed once, for tables and plots
+    plots = write_comparison_plots(runs, out_dir, estimates)
+    markdown = comparison_report(runs, failures, {path.name: path.name for path in plots}, command, estimates)
     title = markdown.splitlines()[0].removeprefix("# ")
     markdown_path = _write_text(out_dir / MARKDOWN_FILE, markdown)
     html_path = _write_text(out_dir / HTML_FILE, markdown_to_html(markdown, out_dir, title))

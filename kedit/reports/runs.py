@@ -44,6 +44,8 @@ class CurvePoint:
 
     n_edits: int
     summary: Mapping[str, Any]
+    # the cases measured at this checkpoint, when the curve line carries them ("records"): for intervals
+    records: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,9 @@ def _curve(path: Path) -> tuple[CurvePoint, ...]:
         summary = line.get("summary", line.get("metrics", line))
         if not isinstance(summary, Mapping):
             raise _Unreadable(f"{CURVE_FILE} line {number}: 'summary' is not an object")
-        points.append(CurvePoint(n_edits, summary_metrics(summary)))
+        cases = line.get("records")
+        records = tuple(c for c in cases if isinstance(c, Mapping)) if isinstance(cases, list) else ()
+        points.append(CurvePoint(n_edits, summary_metrics(summary), records))
     return tuple(sorted(points, key=lambda point: point.n_edits))
 
 
