@@ -20,7 +20,8 @@ Meta-training (``MEND.train``, SPEC F.6–F.7), per step, for ``edits_per_step``
 edit with the case's request; then on the edited model
 
     L_e   = masked mean NLL of the target after a rephrase of the prompt (the paper, ``edit_loss_on:
-            rephrase``; EasyEdit scores the edit prompt itself: ``edit_loss_on: edit``)
+            rephrase``; EasyEdit scores the edit prompt itself: ``edit_loss_on: edit``; kedit's
+            ``mixed`` draws one of the two per edit, each with probability 1/2)
     L_loc = token mean of KL(p_pre ‖ p_post) on an unrelated input (the case's locality prompt and
             answer; another training case's prompt when it has none)
     L     = C · SSS + (1 − C) · (c_edit L_e + c_loc L_loc)          (C = ``sss_coef``, default 0)
@@ -70,7 +71,7 @@ from kedit.models.tracing import final_hidden, logits_from_hidden, replay_blocks
 from kedit.requests import Case, EditRequest
 
 DEFAULTS_YAML = Path(__file__).with_name("mend.yaml")
-EDIT_LOSS_ON = ("rephrase", "edit")
+EDIT_LOSS_ON = ("rephrase", "edit", "mixed")
 EDIT_TIME_FIELDS = frozenset({"artifact", "allow_training_overlap"})  # not part of the trained editor's key
 
 
@@ -311,7 +312,8 @@ class TrainingExample:
 def training_example(case: Case, pool: Sequence[Case], rng: random.Random, edit_loss_on: str) -> TrainingExample:
     request = case.request
     outer = request.text
-    if edit_loss_on == "rephrase" and case.rephrases:
+    rephrase = edit_loss_on == "rephrase" or (edit_loss_on == "mixed" and rng.random() < 0.5)
+    if rephrase and case.rephrases:
         outer = rng.choice(case.rephrases)
     if case.locality:
         probe = rng.choice(case.locality)
@@ -331,13 +333,17 @@ class MetaLosses:
     loc: torch.Tensor  # mean over rows of L_loc
     sss: torch.Tensor | None
     edit_accuracy: float  # fraction of target tokens argmax-correct on the L_e input after the edit
+    prompt_accuracy: float | None = None  # the same on the edit prompt itself (validation only)
 
 
 def meta_losses(lm: LoadedModel, editor: MENDEditor, examples: Sequence[TrainingExample],
-                hparams: MENDHparams, first_layer: int, with_sss: bool = True) -> MetaLosses:
+                hparams: MENDHparams, first_layer: int, with_sss: bool = True,
+                measure_prompt: bool = False) -> MetaLosses:
     """The meta-training objective for a batch of edits, each row edited by its own update.
 
-    ``with_sss`` False skips the SSS term (validation measures c_edit L_e + c_loc L_loc only).
+    ``with_sss`` False skips the SSS term (validation measures c_edit L_e + c_loc L_loc only);
+    ``measure_prompt`` also reads the edited model's token accuracy on the edit prompt itself (what
+    reliability measures; L_e reads a rephrase).
     """
     weights = editor.weights
     edit_inputs = target_batch(lm, [(e.request.text, e.request.target_new) for e in examples])
@@ -353,6 +359,13 @@ def meta_losses(lm: LoadedModel, editor: MENDEditor, examples: Sequence[Training
                 edit_nll, hidden = target_nll(lm, edit_inputs)
             # rows are independent, so Σ over rows of Σ g_b² is Σ_b SSS_b; divided by B: the mean per edit
             sss = sss_penalty(edit_nll.sum(), hidden) / rows
+        prompt_accuracy = None
+        if measure_prompt:
+            with torch.no_grad(), per_row_edits(lm, weights, editor.edit_lrs, u_tilde, delta_tilde):
+                hidden = final_hidden(lm, edit_inputs.batch)
+                predicted = logits_from_hidden(lm, hidden[:, -edit_inputs.window:]).argmax(-1)
+                hits = (predicted == edit_inputs.labels) & edit_inputs.mask
+                prompt_accuracy = float(hits.sum() / edit_inputs.mask.sum())
     with replay_blocks_below(lm, first_layer, outer_inputs.batch), \
             per_row_edits(lm, weights, editor.edit_lrs, u_tilde, delta_tilde):
         hidden = final_hidden(lm, outer_inputs.batch)
@@ -370,7 +383,7 @@ def meta_losses(lm: LoadedModel, editor: MENDEditor, examples: Sequence[Training
     edit_loss, loc_loss = outer_nll.mean(), loc.mean()
     original = hparams.edit_coef * edit_loss + hparams.loc_coef * loc_loss
     total = original if sss is None else hparams.sss_coef * sss + (1 - hparams.sss_coef) * original
-    return MetaLosses(total, edit_loss, loc_loss, sss, accuracy)
+    return MetaLosses(total, edit_loss, loc_loss, sss, accuracy, prompt_accuracy)
 
 
 class MENDTrainee:
@@ -419,17 +432,18 @@ class MENDTrainee:
     def validate(self) -> dict[str, float]:
         self.editor.eval()
         size = self.hparams.edits_per_step
-        totals = {"edit": 0.0, "loc": 0.0, "edit_acc": 0.0}
+        totals = {"edit": 0.0, "loc": 0.0, "edit_acc": 0.0, "prompt_acc": 0.0}
         batches = 0
         rng = random.Random(f"{self.hparams.seed}:validation")  # the same choices at every validation
         examples = [training_example(case, self.val_cases, rng, self.hparams.edit_loss_on) for case in self.val_cases]
         for start in range(0, len(examples), size):
             with torch.no_grad():  # the factor capture enables gradients for itself
                 losses = meta_losses(self.lm, self.editor, examples[start:start + size], self.hparams,
-                                     self.first_layer, with_sss=False)
+                                     self.first_layer, with_sss=False, measure_prompt=True)
             totals["edit"] += float(losses.edit.detach())
             totals["loc"] += float(losses.loc.detach())
             totals["edit_acc"] += losses.edit_accuracy
+            totals["prompt_acc"] += losses.prompt_accuracy or 0.0
             batches += 1
         self.editor.train()
         means = {key: value / max(batches, 1) for key, value in totals.items()}
