@@ -137,3 +137,47 @@ def test_the_harmonic_statistic_is_s_of_the_column_means_and_zero_when_one_mean_
     assert harmonic_of_column_means(columns[None, :1])[0] == 0.0  # PS mean 0: S is 0, as summarize() gives
     interval = bootstrap(np.tile([0.5, 1.0, 0.25], (30, 1)), harmonic_of_column_means, resamples=100)
     assert interval.estimate == pytest.approx(3 / (2 + 1 + 4))
+
+
+def test_the_bounded_mean_interval_is_the_widest_normal_interval_for_values_in_0_1():
+    from kedit.reports.intervals import bounded_mean_interval
+
+    low, high = bounded_mean_interval(0.5, 100)
+    assert (low, high) == (pytest.approx(0.5 - 1.959964 * 0.05), pytest.approx(0.5 + 1.959964 * 0.05))
+    assert bounded_mean_interval(1.0, 200) == (1.0, 1.0) and bounded_mean_interval(0.99, 10)[1] == 1.0
+    # for 0/1 values it is the normal interval; for any other values in [0, 1] with that mean it is wider
+    spread = np.random.default_rng(4).random(400)
+    sd = spread.std() / np.sqrt(len(spread))
+    low, high = bounded_mean_interval(float(spread.mean()), len(spread))
+    assert high - low > 2 * 1.96 * sd
+    binary = (np.random.default_rng(5).random(2_000) < 0.3).astype(float)
+    low, high = bounded_mean_interval(float(binary.mean()), len(binary))
+    boot = bootstrap(binary, resamples=4_000)
+    assert low == pytest.approx(boot.low, abs=0.004) and high == pytest.approx(boot.high, abs=0.004)
+    with pytest.raises(KeditError, match="in \\[0, 1\\]"):
+        bounded_mean_interval(1.2, 10)
+
+
+def test_the_benchmark_intervals_script_agrees_with_kedit_report_compare(capsys):
+    """bench/claim_intervals.py prints what docs/BENCHMARKS.md states; its paired ROME − MEMIT rows on the
+    committed issue-11 records are the ones `kedit report A B --compare` computes."""
+    import sys
+    from pathlib import Path
+
+    from kedit.reports.paired import compare_runs
+    from kedit.reports.runs import read_run
+
+    repo = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(repo / "bench"))
+    try:
+        import claim_intervals
+    finally:
+        sys.path.remove(str(repo / "bench"))
+    assert claim_intervals.main([]) == 0
+    printed = capsys.readouterr().out
+    rows = {row.name: row.difference for row in compare_runs(read_run(repo / "docs/results/issue11/cf-rome"),
+                                                              read_run(repo / "docs/results/issue11/cf-memit-batch100"))}
+    line = next(line for line in printed.splitlines()
+                if "paired  locality:" in line and printed.index(line) > printed.index("ROME single − MEMIT"))
+    assert claim_intervals.fmt(rows["locality"], signed=True) in line
+    assert "bound   CounterFact MEMIT, reliability: 0.980 [0.961, 0.999] (n=200)" in printed

@@ -138,6 +138,23 @@ def paired_columns(first: Mapping[str, float], second: Mapping[str, float]) -> t
     return keys, np.array([first[key] for key in keys]), np.array([second[key] for key in keys])
 
 
+def bounded_mean_interval(mean: float, n: int, level: float = DEFAULT_LEVEL) -> tuple[float, float]:
+    """The widest normal-approximation interval a mean of ``n`` values in [0, 1] can have, from the mean alone.
+
+    For values in [0, 1] the variance is at most μ(1 − μ) (Bhatia–Davis; equality for 0/1 values),
+    so ``μ ± z·√(μ(1 − μ)/n)`` (clipped to [0, 1]) is at least as wide as the normal interval the
+    cases themselves would give. For results whose per-case records were not kept: it needs only
+    the recorded mean and the number of cases. Not a bootstrap, and not for metrics outside [0, 1].
+    """
+    from statistics import NormalDist
+
+    _check_settings(1, level)
+    if not 0 <= mean <= 1 or n < 1:
+        raise KeditError(f"a bounded-mean interval needs a mean in [0, 1] and n >= 1, got {mean!r} and {n!r}")
+    half = NormalDist().inv_cdf((1 + level) / 2) * float(np.sqrt(mean * (1 - mean) / n))
+    return max(0.0, mean - half), min(1.0, mean + half)
+
+
 def indicator(value: float | None, threshold: float = 1.0) -> float | None:
     """1.0 when ``value`` reaches ``threshold`` (the survey's "perfect" cases), 0.0 below, None when absent."""
     return None if value is None else float(value >= threshold)
