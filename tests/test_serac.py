@@ -1,11 +1,12 @@
 """SERAC: the balanced BCE and SSS against hand computations, the asymmetric objective, a trained
 classifier's routing decisions, routing inside score / top_next_tokens / generate (exactly the
 counterfactual's numbers on the rewritten prompt, exactly the base model's elsewhere), bit-exact
-revert, the edit memory's save/load and combine, refusal on another model, exact resume.
+revert, the edit memory's save/load and combine, refusal on another model, exact resume, and the
+hard negatives (G.5 data.hard_neg: the neighbour band, the exp(sim/T) draw, its determinism and cache).
 
 Everything runs on tiny random models: the tokenizer and causal LMs of tests/tiny_models.py and a
 tiny random BERT classifier built here (a word-level vocabulary of the test sentences), so no
-pretrained weights are read.
+pretrained weights are read (the same tiny BERT stands in for MiniLM as the hard-negative embedder).
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import random
 import re
 import warnings
+from collections import Counter
 
 import pytest
 import torch
@@ -25,6 +28,7 @@ from kedit.errors import KeditError, KeditWarning
 from kedit.methods import load_edit
 from kedit.methods.serac import (
     SERAC,
+    HardNegatives,
     MemoryRouter,
     SERACEdit,
     SERACHparams,
@@ -34,7 +38,9 @@ from kedit.methods.serac import (
     counterfactual_text,
     edit_terms,
     load_classifier,
+    prompt_groups,
     runtime_for,
+    top_neighbours,
 )
 from kedit.models import prepare_model
 from kedit.models.generation import generate
@@ -92,8 +98,13 @@ def bert_folder(tmp_path_factory):
     return folder
 
 
+# Hard negatives on 5 training cases: the band is neighbours 2–4 of the 4 other prompts (the paper's 26–100).
+HARD_NEG_SETTINGS = {"hard_neg_neighbours": 4, "hard_neg_exclude": 1}
+
+
 def settings(bert_folder, **extra) -> dict:
-    return {"classifier": str(bert_folder), **TRAIN_SETTINGS, **extra}
+    return {"classifier": str(bert_folder), "hard_neg_embedder": str(bert_folder), **TRAIN_SETTINGS,
+            **HARD_NEG_SETTINGS, **extra}
 
 
 def tiny_lm(tokenizer, seed: int = 0):
@@ -346,7 +357,8 @@ def test_kedit_edit_computes_a_memory_edit_and_checks_its_outcome(make_lm, train
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", KeditWarning)  # a 40-step tiny editor need not reach the targets
         edit = kedit.edit(lm, "serac", [MESSI], apply=False, artifact=str(artifact.folder), classifier=hparams.classifier,
-                          scale_lr=3e-2, **TRAIN_SETTINGS)
+                          scale_lr=3e-2, hard_neg_embedder=hparams.hard_neg_embedder, **TRAIN_SETTINGS,
+                          **HARD_NEG_SETTINGS)
     assert isinstance(edit, SERACEdit) and isinstance(edit.info["targets_reached"], list)
     assert lm.routers == () and lm.overlays == ()
 
@@ -386,7 +398,9 @@ def test_only_the_chosen_blocks_are_trained_and_stored(tokenizer, bert_folder, t
     assert stored == {"counterfactual." + name for name in trainee.cntr_params}
 
 
-def test_a_resumed_run_repeats_the_uninterrupted_one_step_for_step(tokenizer, bert_folder, tmp_path):
+def test_a_resumed_run_repeats_the_uninterrupted_one_step_for_step(tokenizer, bert_folder, tmp_path, monkeypatch):
+    import kedit.methods.serac as serac
+
     method = SERAC()
 
     def run(folder, steps):
@@ -399,14 +413,125 @@ def test_a_resumed_run_repeats_the_uninterrupted_one_step_for_step(tokenizer, be
 
     run(tmp_path / "whole", 4)
     run(tmp_path / "parts", 2)
+    tables = list((tmp_path / "parts").glob("serac-hard-negatives-*.safetensors"))
+    assert len(tables) == 1  # the neighbour table, computed once, in the training folder
+
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("a resumed run recomputed the hard-negative embeddings")
+
+    monkeypatch.setattr(serac, "load_sentence_embedder", no_embedding)
     resumed = run(tmp_path / "parts", 4)
     whole, parts = log(tmp_path / "whole"), log(tmp_path / "parts")
     assert [entry for entry in whole if "loss" in entry] == [entry for entry in parts if "loss" in entry]
     assert len([entry for entry in whole if "loss" in entry]) == 4
+    hard = [entry["hard_neg"] for entry in whole if "loss" in entry]
+    assert any(value > 0 for value in hard)  # hard negatives were on (hard_neg_prob 0.5, 2 micro-batches a step)
     assert [e["validation"] for e in whole if "validation" in e] == [e["validation"] for e in parts if "validation" in e]
     assert resumed.manifest.training["resumed_from"] == 2
     expected = load_artifact(tmp_path / "whole").tensors()
     assert all(torch.equal(value, expected[name]) for name, value in resumed.tensors().items())
+
+
+# ------------------------------------------------------------------------------------ hard negatives
+
+
+def test_the_neighbour_band_skips_the_case_itself_and_its_own_prompt_and_pads_a_short_row():
+    # 6 prompts; prompt 5 is prompt 0's text again (another case with the same prompt): never a neighbour of 0
+    groups = prompt_groups(["Who is a?", "b", "c", "d", "e", "who is  A?"])
+    assert groups.tolist() == [0, 1, 2, 3, 4, 0]
+    similarity = torch.tensor([[1.0, 0.9, 0.2, 0.7, 0.5, 0.99],  # row of prompt 0
+                               [0.2, 0.3, 1.0, 0.8, 0.1, 0.6],  # prompt 2
+                               [0.99, 0.4, 0.6, 0.1, 0.3, 1.0]])  # prompt 5
+    indices, sims = top_neighbours(similarity, torch.tensor([0, 2, 5]), groups, k=4)
+    assert indices.tolist() == [[1, 3, 4, 2], [3, 5, 1, 0], [2, 1, 4, 3]]
+    assert sims[0].tolist() == pytest.approx([0.9, 0.7, 0.5, 0.2])
+    # neighbours 4 minus the nearest 1: ranks 2-4 (the paper's 26-100)
+    bands = HardNegatives.from_table(indices, sims, exclude=1, temperature=0.1)
+    assert bands.candidates == ((3, 4, 2), (5, 1, 0), (1, 4, 3))
+    # k beyond the 4 candidates of prompt 0: padded, and the padding is never drawn
+    indices, sims = top_neighbours(similarity[:1], torch.tensor([0]), groups, k=5)
+    assert indices.tolist() == [[1, 3, 4, 2, -1]] and sims[0, 4] == -math.inf
+    assert HardNegatives.from_table(indices, sims, exclude=1, temperature=0.1).candidates == ((3, 4, 2),)
+
+
+def test_a_hard_negative_is_drawn_in_proportion_to_exp_sim_over_t():
+    indices = torch.tensor([[7, 3, 9, 4]])
+    sims = torch.tensor([[0.9, 0.5, 0.4, 0.3]])
+    bands = HardNegatives.from_table(indices, sims, exclude=1, temperature=0.1)
+    assert bands.candidates == ((3, 9, 4),)
+    weights = [math.exp(0.5 / 0.1), math.exp(0.4 / 0.1), math.exp(0.3 / 0.1)]
+    total = sum(weights)
+    assert [c / bands.cumulative[0][-1] for c in bands.cumulative[0]] == pytest.approx(
+        [weights[0] / total, (weights[0] + weights[1]) / total, 1.0], rel=1e-6)  # float32 sims
+    # a fixed seed against the hand computation: one rng.random() picks the first candidate whose
+    # cumulative probability exceeds it
+    for seed in range(20):
+        u = random.Random(f"{seed}:7").random()
+        expected = 3 if u < weights[0] / total else 9 if u < (weights[0] + weights[1]) / total else 4
+        assert bands.draw(0, random.Random(f"{seed}:7")) == expected
+    # statistically, at T = 0.25: p ∝ (1, e^-0.4, e^-0.8)
+    bands = HardNegatives.from_table(indices, sims, exclude=1, temperature=0.25)
+    rng = random.Random(0)
+    counts = Counter(bands.draw(0, rng) for _ in range(20000))
+    p = [1.0, math.exp(-0.4), math.exp(-0.8)]
+    for index, weight in zip((3, 9, 4), p, strict=True):
+        assert counts[index] / 20000 == pytest.approx(weight / sum(p), abs=0.015)
+    assert HardNegatives(((),), ((),)).draw(0, rng) is None  # an empty band: no hard negative
+
+
+def test_hard_negatives_are_the_band_of_the_frozen_embedders_neighbours_drawn_from_seed_and_step(
+        tokenizer, bert_folder, tmp_path, monkeypatch):
+    import kedit.methods.serac as serac
+
+    lm = tiny_lm(tokenizer)
+    hparams = SERACHparams(**settings(bert_folder, hard_neg_prob=1.0, train_batch_size=3, accumulate_steps=3))
+    trainee = SERACTrainee(lm, TRAIN, VAL, hparams, cache_folder=tmp_path)
+    trainee.prepare()
+    # the band by hand: ranks 2-4 of the cosines of the frozen embedder's vectors, the case itself left out
+    with torch.no_grad():
+        vectors = serac.load_sentence_embedder(str(bert_folder)).embed([case.request.text for case in TRAIN])
+    cosine = vectors @ vectors.T
+    for i in range(len(TRAIN)):
+        others = sorted((j for j in range(len(TRAIN)) if j != i), key=lambda j: -float(cosine[i, j]))
+        assert trainee.hard_negatives.candidates[i] == tuple(others[1:4])
+        assert i not in trainee.hard_negatives.candidates[i]
+    prompts = [case.request.text for case in TRAIN]
+    for step in (1, 2, 3):
+        for batch in trainee.training_examples(step):
+            for example in batch:
+                own = prompts.index(example.request.text)
+                band = {prompts[j] for j in trainee.hard_negatives.candidates[own]}
+                assert example.hard and example.negative in band and example.negative != example.request.text
+    # deterministic in (seed, step): again, and in a fresh trainee that reads the cached table (no embedding)
+    monkeypatch.setattr(serac, "load_sentence_embedder", lambda *a, **k: pytest.fail("the table was recomputed"))
+    fresh = SERACTrainee(lm, TRAIN, VAL, hparams, cache_folder=tmp_path)
+    draws = {step: trainee.training_examples(step) for step in range(1, 6)}
+    assert all(trainee.training_examples(step) == fresh.training_examples(step) == draws[step] for step in draws)
+    assert len({json.dumps([[e.negative for e in batch] for batch in draws[step]]) for step in draws}) > 1
+    other_seed = SERACTrainee(lm, TRAIN, VAL, dataclasses.replace(hparams, seed=1), cache_folder=tmp_path)
+    assert any(other_seed.training_examples(step) != draws[step] for step in draws)
+    # probability 0: no table is built, no example is hard
+    off = SERACTrainee(lm, TRAIN, VAL, dataclasses.replace(hparams, hard_neg_prob=0.0), cache_folder=tmp_path / "off")
+    off.prepare()
+    assert not (tmp_path / "off").exists()
+    assert not any(e.hard for batch in off.training_examples(1) for e in batch)
+    # probability 0.5: one coin per micro-batch, so a batch is all hard or all ordinary
+    half = SERACTrainee(lm, TRAIN, VAL, dataclasses.replace(hparams, hard_neg_prob=0.5), cache_folder=tmp_path)
+    kinds = [{e.hard for e in batch} for step in range(1, 11) for batch in half.training_examples(step)]
+    assert all(len(kind) == 1 for kind in kinds) and {True} in kinds and {False} in kinds
+
+
+def test_hard_negative_settings_that_cannot_work_are_refused(tokenizer, bert_folder):
+    with pytest.raises(KeditError, match="hard_neg_exclude < hard_neg_neighbours"):
+        SERACHparams(hard_neg_neighbours=4, hard_neg_exclude=4)
+    with pytest.raises(KeditError, match="hard_neg_prob"):
+        SERACHparams(hard_neg_prob=1.5)
+    with pytest.raises(KeditError, match="hard_neg_temperature"):
+        SERACHparams(hard_neg_temperature=0.0)
+    lm = tiny_lm(tokenizer)
+    with pytest.raises(KeditError, match="5 training cases"):  # the paper's 100 neighbours of 5 cases
+        SERACTrainee(lm, TRAIN, VAL, SERACHparams(classifier=str(bert_folder)))
+    SERACTrainee(lm, TRAIN, VAL, SERACHparams(classifier=str(bert_folder), hard_neg_prob=0.0))
 
 
 # ------------------------------------------------------------------------------------ hyperparameters

@@ -58,11 +58,25 @@ by the base model exactly as without the edit.
   and queries from ``random.Random(f"{seed}:{step}")`` only, so a resumed run repeats an
   uninterrupted one step for step. Validation: val_loss = cedit·L_cntr + cloc·L_cls (no SSS) on
   the first ``val_cases`` held-out cases (first rephrase, first locality prompt), plus routing
-  accuracy (per pair: positive s > threshold, negative s ≤ threshold) and counterfactual token accuracy. The paper's hard negatives (``data.hard_neg``) are not implemented.
+  accuracy (per pair: positive s > threshold, negative s ≤ threshold) and counterfactual token accuracy.
+* **Hard negatives** (G.5 ``data.hard_neg``, the paper's main zsRE run): before the first step every
+  training prompt is embedded by a FROZEN sentence encoder (``hard_neg_embedder``: all-MiniLM-L6-v2,
+  mean-pooled and L2-normalised as sentence-transformers does) and its ``hard_neg_neighbours`` (100)
+  nearest other training prompts by cosine are kept — never the case itself nor another case with
+  the same prompt text. The table is stored in the training folder under a digest of (embedder
+  weights, prompts, neighbours), so a resumed run reads it back instead of recomputing it (and
+  draws from the very same numbers). With probability ``hard_neg_prob`` (0.5; 0: off) a micro-batch
+  — one draw per micro-batch, as the reference's ``EditBatchSampler`` — takes the negative of each
+  case i from i's neighbours ranked ``hard_neg_exclude`` + 1 … ``hard_neg_neighbours`` (26–100: the
+  nearest 25 are left out as likely paraphrases), drawn ∝ exp(cos / ``hard_neg_temperature``) (0.1)
+  with the step's RNG; otherwise as above. Unlike the reference, a hard negative is not resampled
+  when it is the prompt of another case of the same micro-batch (``all_negatives`` masks that pair).
+  Validation keeps its plain negatives (first locality prompt).
 """
 
 from __future__ import annotations
 
+import bisect
 import copy
 import hashlib
 import json
@@ -90,7 +104,7 @@ from kedit.edits.base import (
 )
 from kedit.errors import EditStateError, KeditError
 from kedit.methods.base import register
-from kedit.methods.embeddings import MINILM, mean_pool, minilm_dir
+from kedit.methods.embeddings import MINILM, MiniLMEmbedder, mean_pool, minilm_dir
 from kedit.methods.hparam_types import check_values
 from kedit.methods.hparams import build_hparams
 from kedit.methods.losses import per_request_nll, sss_penalty
@@ -100,7 +114,7 @@ from kedit.models.fingerprint import weights_fingerprint
 from kedit.models.loading import LoadedModel
 from kedit.models.scoring import encode_pair
 from kedit.models.tracing import final_hidden, logits_from_hidden
-from kedit.paths import sha256_file
+from kedit.paths import atomic_path, cache_dir, sha256_file
 from kedit.requests import Case, EditRequest
 from kedit.training.artifact import MANIFEST_FILE
 
@@ -150,6 +164,13 @@ class SERACHparams:
     loc_coef: float = 1.0  # cloc: weight of the classifier loss L_cls (the reference's name)
     all_negatives: bool = False  # negatives: every (negative query, entry) pair of the micro-batch, not only i with i
     sss_coef: float = 0.0  # C: L_edit' = C SSS + (1 - C) L_cntr (SPEC C); 0: off
+    # hard negatives (G.5 data.hard_neg): with this probability a micro-batch takes case i's negative from the
+    # neighbours of its prompt among the training prompts (frozen sentence-embedding cosine); 0: off
+    hard_neg_prob: float = 0.5
+    hard_neg_neighbours: int = 100  # the nearest this many other training prompts ...
+    hard_neg_exclude: int = 25  # ... minus the nearest this many (near-paraphrases of the prompt)
+    hard_neg_temperature: float = 0.1  # a candidate is drawn with probability ∝ exp(cosine / this)
+    hard_neg_embedder: str = "minilm"  # the frozen sentence encoder of the neighbours ("minilm" or a folder)
     val_cases: int = 100  # validation cases read from the validation set (the paper validates on 500)
     seed: int = 0
     allow_training_overlap: bool = False  # evaluate on cases seen in training anyway (clearly marked)
@@ -170,6 +191,14 @@ class SERACHparams:
             raise KeditError(f"val_cases must be >= 1, got {self.val_cases!r}")
         if not 0.0 <= self.sss_coef <= 1.0:
             raise KeditError(f"sss_coef (C of L_edit' = C SSS + (1-C) L_cntr) must be in [0, 1], got {self.sss_coef!r}")
+        if not 0.0 <= self.hard_neg_prob <= 1.0:
+            raise KeditError(f"hard_neg_prob must be in [0, 1] (0: no hard negatives), got {self.hard_neg_prob!r}")
+        if not 0 <= self.hard_neg_exclude < self.hard_neg_neighbours:
+            raise KeditError("hard negatives are drawn from neighbours hard_neg_exclude+1 … hard_neg_neighbours: need "
+                             f"0 <= hard_neg_exclude < hard_neg_neighbours, got {self.hard_neg_exclude!r} and "
+                             f"{self.hard_neg_neighbours!r}")
+        if not self.hard_neg_temperature > 0:
+            raise KeditError(f"hard_neg_temperature must be > 0, got {self.hard_neg_temperature!r}")
         if self.cntr_layers is not None:
             layers = list(self.cntr_layers)
             if layers != sorted(set(layers)) or any(layer < 0 for layer in layers):
@@ -192,6 +221,8 @@ ALIASES = {
     "accumulate_bs": _alias("accumulate_steps"),
     "cedit": _alias("edit_coef"),
     "cloc": _alias("loc_coef"),
+    "hard_neg_neighbors": _alias("hard_neg_neighbours"),  # serac's data.hard_neg_neighbors / hard_neg_temp
+    "hard_neg_temp": _alias("hard_neg_temperature"),
 }
 
 
@@ -628,6 +659,132 @@ class SERACEdit:
                    info={"combined": len(edits), "steps": [dict(e.info) for e in edits]})
 
 
+# ------------------------------------------------------------------------------------- hard negatives
+
+
+HARD_NEG_FILE = "serac-hard-negatives-{digest}.safetensors"  # in the training folder (or the cache root)
+HARD_NEG_EMBED_BATCH = 256  # prompts per forward of the frozen embedder (the reference encodes 256 at a time)
+HARD_NEG_CHUNK = 1024  # rows of the (n, n) cosine matrix formed at once
+
+
+def prompt_groups(prompts: Sequence[str]) -> torch.Tensor:
+    """(n,) ids, equal exactly where two prompts are the same text up to case and spacing."""
+    ids: dict[str, int] = {}
+    return torch.tensor([ids.setdefault(_normalised(prompt), len(ids)) for prompt in prompts], dtype=torch.long)
+
+
+def top_neighbours(similarity: torch.Tensor, rows: torch.Tensor, groups: torch.Tensor,
+                   k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k most similar candidates of each row of ``similarity`` (r, n), row t belonging to prompt
+    ``rows[t]``: (indices, sims), each (r, k), most similar first. A prompt is never its own
+    neighbour, nor is any prompt in its group (the same text, :func:`prompt_groups`); where fewer
+    than k candidates remain the row is padded with index -1 and sim −inf."""
+    n = similarity.shape[1]
+    masked = similarity.float().masked_fill(groups[rows].to(similarity.device)[:, None]
+                                            == groups.to(similarity.device)[None, :], -math.inf)
+    top = masked.topk(min(k, n), dim=1)  # sorted, most similar first
+    indices = torch.full((len(rows), k), -1, dtype=torch.long)
+    sims = torch.full((len(rows), k), -math.inf, dtype=torch.float32)
+    found = torch.isfinite(top.values)
+    indices[:, :top.indices.shape[1]] = torch.where(found, top.indices, -1).cpu()
+    sims[:, :top.values.shape[1]] = top.values.cpu()
+    return indices, sims
+
+
+def neighbour_table(embeddings: torch.Tensor, groups: torch.Tensor, k: int,
+                    chunk: int = HARD_NEG_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`top_neighbours` of every prompt under the cosine of its unit vector (n, d) with every
+    other, ``chunk`` rows at a time (the (n, n) matrix never exists at once)."""
+    n = embeddings.shape[0]
+    parts = [top_neighbours(embeddings[start:start + chunk] @ embeddings.T,
+                            torch.arange(start, min(start + chunk, n)), groups, k) for start in range(0, n, chunk)]
+    return torch.cat([part[0] for part in parts]), torch.cat([part[1] for part in parts])
+
+
+@dataclass(frozen=True)
+class HardNegatives:
+    """Per training case, the band of neighbours a hard negative is drawn from and their weights.
+
+    ``candidates[i]`` are the case indices at neighbour ranks ``exclude + 1 … neighbours`` of case
+    i's prompt (rank 1 the most similar other prompt), ``cumulative[i]`` the running sums of
+    exp((sim − sim_max) / T) over them — proportional to exp(sim / T), G.5's distribution."""
+
+    candidates: tuple[tuple[int, ...], ...]
+    cumulative: tuple[tuple[float, ...], ...]
+
+    @classmethod
+    def from_table(cls, indices: torch.Tensor, sims: torch.Tensor, exclude: int, temperature: float) -> HardNegatives:
+        """From :func:`neighbour_table`'s (n, k) output: ranks ``exclude + 1 … k``, weights ∝ exp(sim / T)."""
+        candidates, cumulative = [], []
+        for row_indices, row_sims in zip(indices[:, exclude:].tolist(), sims[:, exclude:].double().tolist(),
+                                         strict=True):
+            band = [(index, sim) for index, sim in zip(row_indices, row_sims, strict=True) if index >= 0]
+            top = max((sim for _, sim in band), default=0.0)
+            running, sums = 0.0, []
+            for _, sim in band:
+                running += math.exp((sim - top) / temperature)
+                sums.append(running)
+            candidates.append(tuple(index for index, _ in band))
+            cumulative.append(tuple(sums))
+        return cls(tuple(candidates), tuple(cumulative))
+
+    def draw(self, case: int, rng: random.Random) -> int | None:
+        """A case index from case ``case``'s band, ∝ its weight, with one ``rng.random()``; None if the
+        band is empty (then nothing is drawn)."""
+        sums = self.cumulative[case]
+        if not sums:
+            return None
+        position = bisect.bisect_right(sums, rng.random() * sums[-1])
+        return self.candidates[case][min(position, len(sums) - 1)]
+
+
+def load_sentence_embedder(name: str, device: torch.device | str = "cpu") -> MiniLMEmbedder:
+    """The frozen encoder of the hard negatives: mean pooling + L2 normalisation, as sentence-transformers
+    computes all-MiniLM-L6-v2's vectors (any BERT-like folder is read the same way)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = classifier_folder(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        model = AutoModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
+    except OSError as error:
+        raise KeditError(f"could not load the hard-negative embedder from {folder}: {error}") from error
+    device = torch.device(device)
+    model.to(device).eval()
+    model.requires_grad_(False)
+    return MiniLMEmbedder(model=model, tokenizer=tokenizer, device=device, batch_size=HARD_NEG_EMBED_BATCH,
+                          name=str(folder))
+
+
+def embedder_identity(name: str) -> str:
+    """sha256 over the embedder folder's config and weight files: what the cached neighbours depend on."""
+    folder = classifier_folder(name)
+    files = sorted(path for path in folder.iterdir()
+                   if path.name == "config.json" or path.suffix in (".safetensors", ".bin"))
+    return hashlib.sha256(json.dumps([[path.name, sha256_file(path)] for path in files]).encode()).hexdigest()
+
+
+def hard_negative_table(prompts: Sequence[str], hparams: SERACHparams, folder: Path,
+                        device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, Path]:
+    """:func:`neighbour_table` of the training prompts under the frozen embedder, computed once and kept in
+    ``folder`` under a digest of (embedder weights, prompts, neighbours): a resumed run reads it back."""
+    key = json.dumps({"embedder": embedder_identity(hparams.hard_neg_embedder), "pooling": "mean-l2",
+                      "neighbours": hparams.hard_neg_neighbours, "prompts": list(prompts)})
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+    path = Path(folder) / HARD_NEG_FILE.format(digest=digest[:24])
+    if path.is_file():
+        stored = load_file(str(path))
+        return stored["indices"], stored["sims"], path
+    embedder = load_sentence_embedder(hparams.hard_neg_embedder, device)
+    embeddings = embedder.embed(prompts).to(device)  # (n, d), unit rows
+    indices, sims = neighbour_table(embeddings, prompt_groups(prompts).to(device), hparams.hard_neg_neighbours)
+    del embedder, embeddings
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file({"indices": indices.contiguous(), "sims": sims.contiguous()}, str(tmp))
+    return indices, sims, path
+
+
 # ---------------------------------------------------------------------------------------------- training
 
 
@@ -638,6 +795,7 @@ class Example:
     request: EditRequest  # the memory entry
     positive: str  # a query in its scope (a rephrase)
     negative: str  # a query out of its scope (a locality prompt, or another case's prompt)
+    hard: bool = False  # the negative is a hard negative (a neighbour of the prompt, G.5 data.hard_neg)
 
 
 @dataclass(frozen=True)
@@ -657,11 +815,20 @@ class SERACTrainee:
     """The classifier and the counterfactual model under training, with their optimiser (a
     :class:`kedit.training.Trainee`)."""
 
-    def __init__(self, lm: LoadedModel, cases: Sequence[Case], val_cases: Sequence[Case], hparams: SERACHparams) -> None:
+    def __init__(self, lm: LoadedModel, cases: Sequence[Case], val_cases: Sequence[Case], hparams: SERACHparams,
+                 cache_folder: str | Path | None = None) -> None:
         if len(cases) < 2 and not any(case.locality for case in cases):
             raise KeditError("SERAC training needs negatives: at least two training cases or locality prompts")
+        if hparams.hard_neg_prob > 0 and len(cases) <= hparams.hard_neg_neighbours:
+            raise KeditError(f"hard negatives are drawn from the {hparams.hard_neg_neighbours} nearest other training "
+                             f"prompts, but there are {len(cases)} training cases: lower hard_neg_neighbours (and "
+                             "hard_neg_exclude) or turn them off with hard_neg_prob=0")
         self.hparams = hparams
         self.cases = tuple(cases)
+        self.device = lm.device
+        # where the neighbour table is kept: the training folder (SERAC.train), else the cache root
+        self.cache_folder = Path(cache_folder) if cache_folder is not None else None
+        self._hard_negatives: HardNegatives | None = None
         self.val_cases = tuple(val_cases)[:hparams.val_cases]
         self.classifier = load_classifier(hparams, lm.device)
         self.counterfactual, self.cntr_base = counterfactual_start(lm, hparams)
@@ -682,9 +849,31 @@ class SERACTrainee:
 
     # -- examples
 
-    def _example(self, index: int, rng: random.Random) -> Example:
+    @property
+    def hard_negatives(self) -> HardNegatives:
+        """The neighbour bands of the training prompts: computed (or read from the cache) on first use,
+        which :meth:`SERAC.train` makes before the first step."""
+        if self._hard_negatives is None:
+            hp = self.hparams
+            folder = self.cache_folder if self.cache_folder is not None else cache_dir("serac-hard-negatives")
+            indices, sims, _ = hard_negative_table([case.request.text for case in self.cases], hp, folder,
+                                                   self.device)
+            self._hard_negatives = HardNegatives.from_table(indices, sims, hp.hard_neg_exclude,
+                                                            hp.hard_neg_temperature)
+        return self._hard_negatives
+
+    def prepare(self) -> None:
+        """Build everything a step reads besides (seed, step): the hard-negative table when it is on."""
+        if self.hparams.hard_neg_prob > 0:
+            _ = self.hard_negatives
+
+    def _example(self, index: int, rng: random.Random, hard: bool = False) -> Example:
         case = self.cases[index]
         positive = rng.choice(case.rephrases) if case.rephrases else case.request.text
+        if hard:
+            other = self.hard_negatives.draw(index, rng)
+            if other is not None:
+                return Example(case.request, positive, self.cases[other].request.text, hard=True)
         if case.locality:
             return Example(case.request, positive, rng.choice(case.locality).prompt)
         own = _normalised(case.request.text)
@@ -696,11 +885,18 @@ class SERACTrainee:
                          "found no training case with another prompt: SERAC has no negative query for it")
 
     def training_examples(self, step: int) -> list[list[Example]]:
-        """The micro-batches of step ``step``, drawn from (seed, step) only."""
-        rng = random.Random(f"{self.hparams.seed}:{step}")
-        size = min(self.hparams.train_batch_size, len(self.cases))
-        return [[self._example(index, rng) for index in rng.sample(range(len(self.cases)), size)]
-                for _ in range(self.hparams.accumulate_steps)]
+        """The micro-batches of step ``step``, drawn from (seed, step) only. Each micro-batch takes hard
+        negatives with probability ``hard_neg_prob`` (one draw per micro-batch, as the reference's
+        ``EditBatchSampler``; none is drawn when it is 0), else the ordinary ones."""
+        hp = self.hparams
+        rng = random.Random(f"{hp.seed}:{step}")
+        size = min(hp.train_batch_size, len(self.cases))
+        batches = []
+        for _ in range(hp.accumulate_steps):
+            indices = rng.sample(range(len(self.cases)), size)
+            hard = hp.hard_neg_prob > 0 and rng.random() < hp.hard_neg_prob
+            batches.append([self._example(index, rng, hard) for index in indices])
+        return batches
 
     def validation_examples(self) -> list[Example]:
         cases = self.val_cases
@@ -755,7 +951,8 @@ class SERACTrainee:
         for examples in batches:
             terms = self.losses(examples)
             (terms.total / len(batches)).backward()
-            values = {"loss": terms.total, "l_cntr": terms.edit.cntr, "l_cls": terms.cls}
+            values = {"loss": terms.total, "l_cntr": terms.edit.cntr, "l_cls": terms.cls,
+                      "hard_neg": torch.tensor(sum(e.hard for e in examples) / len(examples))}
             if terms.edit.sss is not None:
                 values["sss"] = terms.edit.sss
             for name, value in values.items():
@@ -836,13 +1033,15 @@ class SERAC:
             values.pop(name)
         values["classifier"] = _model_name(hparams.classifier)
         values["counterfactual"] = _model_name(hparams.counterfactual)
+        values["hard_neg_embedder"] = _model_name(hparams.hard_neg_embedder)
         return json.loads(json.dumps(values))
 
     def train(self, lm: LoadedModel, data: Any, hparams: SERACHparams, schedule: Any, out_dir: Path) -> Any:
         from kedit.training import train_editor
 
         self._artifacts.clear()  # the store is about to change
-        trainee = SERACTrainee(lm, data.cases, data.val_cases, hparams)
+        trainee = SERACTrainee(lm, data.cases, data.val_cases, hparams, cache_folder=out_dir)
+        trainee.prepare()  # the hard-negative table, before the first step (read back on a resume)
         artifact, _ = train_editor(lm, method=METHOD, editor_version=EDITOR_VERSION, trainee=trainee,
                                    training_hparams=self.training_hparams(hparams), data=data, schedule=schedule,
                                    out_dir=Path(out_dir))
