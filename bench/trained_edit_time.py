@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -58,7 +59,8 @@ def main() -> None:
     result = {"method": args.method, "model": args.model, "edits": len(times), "threads": torch.get_num_threads(),
               "first_edit_s": first, "median_edit_s": statistics.median(times), "max_edit_s": max(times),
               "median_query_unedited_s": statistics.median(query_base),
-              "median_query_edited_s": statistics.median(query_edited)}
+              "median_query_edited_s": statistics.median(query_edited),
+              "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
     print(json.dumps(result, indent=1))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
