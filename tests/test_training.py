@@ -250,6 +250,12 @@ def test_bench_can_leave_out_the_cases_a_trained_editor_saw(tiny_folder, tmp_pat
     assert [r["request"]["subject"] for r in records] == ["Apple", "Berlin"]
     data = json.loads((tmp_path / "b" / "run.json").read_text())["data"]
     assert data["dropped_training_overlap"] == 2 and data["records_spanned"] == 4
+    same = runner.invoke(app, ["bench", "--method", "ft-l", "--model", str(tiny_folder), "--data", f"cases:{mixed}",
+                               "--n", "2", "--drop-seen-by", str(tmp_path / "run"), "--no-progress",
+                               "--set", "num_steps=2", "--out", str(tmp_path / "ft")])
+    assert same.exit_code == 0, same.output
+    ft_run = json.loads((tmp_path / "ft" / "run.json").read_text())["data"]
+    assert ft_run["cases_sha256"] == data["cases_sha256"]  # the same cases: a paired comparison is possible
     too_many = runner.invoke(app, ["bench", "--method", "mend", *common, "--data", f"cases:{mixed}", "--n", "3",
                                    "--drop-training-overlap", "--no-progress", "--out", str(tmp_path / "c")])
     assert too_many.exit_code == 2 and "only 2 cases remain" in too_many.output

@@ -97,16 +97,22 @@ def _survey_table(summary: Mapping[str, Any]) -> Table:
 
 
 def _without_training_overlap(lm: Any, method: str, hparams_file: Path | None, overrides: dict[str, Any],
-                              chosen: BenchData, n: int, held_out: int, log: Any) -> BenchData:
-    """The first ``n`` (+ ``held_out``) cases the trained editor of ``method`` has not seen in training."""
+                              chosen: BenchData, n: int, held_out: int, log: Any,
+                              seen_by: Path | None = None) -> BenchData:
+    """The first ``n`` (+ ``held_out``) cases the trained editor of ``method`` (or the artifact in
+    ``seen_by``, for any method: the same cases as that editor's run) has not seen in training."""
     from kedit.methods import method_for
     from kedit.methods.base import is_trained
-    from kedit.training import without_training_overlap
+    from kedit.training import load_artifact, without_training_overlap
 
-    trained = method_for(lm, method)
-    if not is_trained(trained):
-        raise KeditError(f"--drop-training-overlap is for trained editors; {method!r} is not trained")
-    artifact = trained.trained_artifact(lm, trained.default_hparams(lm, hparams_file, overrides))
+    if seen_by is not None:
+        artifact = load_artifact(seen_by, verify=False)
+    else:
+        trained = method_for(lm, method)
+        if not is_trained(trained):
+            raise KeditError(f"--drop-training-overlap is for trained editors; {method!r} is not trained "
+                             "(--drop-seen-by DIR takes the cases a trained editor's run would take)")
+        artifact = trained.trained_artifact(lm, trained.default_hparams(lm, hparams_file, overrides))
     kept, dropped = without_training_overlap(artifact, chosen.cases, str(chosen.spec.get("name")))
     if len(kept) < n + held_out:
         raise KeditError(f"only {len(kept)} cases remain after dropping {dropped} seen in training; lower --n")
@@ -138,6 +144,9 @@ def bench(
     drop_training_overlap: Annotated[bool, typer.Option(
         "--drop-training-overlap", help="Trained editors: leave out cases whose prompts the editor was trained "
         "on, then take the first N (run.json records how many were dropped).")] = False,
+    drop_seen_by: Annotated[Path | None, typer.Option(
+        help="Any method: leave out the cases the trained editor in this artifact folder saw, as "
+        "--drop-training-overlap does for it (so both runs measure the same cases).")] = None,
 ) -> None:
     """Benchmark a method on a dataset; every case's record is on disk as soon as it is measured."""
     from kedit.evaluate.runner import parse_mode, run_bench
@@ -145,14 +154,15 @@ def bench(
     overrides = common.parse_overrides(set_)
     parsed_mode = parse_mode(mode)
     common.check_method(method, hparams, overrides)
-    chosen = load_bench_data(data, 10**9 if drop_training_overlap else n, 0 if drop_training_overlap else held_out)
+    dropping = drop_training_overlap or drop_seen_by is not None
+    chosen = load_bench_data(data, 10**9 if dropping else n, 0 if dropping else held_out)
     log = common.stderr_console()
     log.print(f"{len(chosen.cases)} case(s) from {escape(data)}"
               + (f", {len(chosen.held_out)} held out" if chosen.held_out else "")
               + f"; {escape(method)} in {parsed_mode.spec} mode; writing to {escape(str(out))}")
     lm, _ = common.load_lm(model, device, log, start_token)
-    if drop_training_overlap:
-        chosen = _without_training_overlap(lm, method, hparams, overrides, chosen, n, held_out, log)
+    if dropping:
+        chosen = _without_training_overlap(lm, method, hparams, overrides, chosen, n, held_out, log, drop_seen_by)
     try:
         summary = run_bench(lm, method, chosen.cases, mode=parsed_mode, out_dir=out, overrides=overrides,
                             resume=resume, progress=progress, eval_batch=eval_batch, held_out=chosen.held_out,
