@@ -259,3 +259,23 @@ def test_bench_can_leave_out_the_cases_a_trained_editor_saw(tiny_folder, tmp_pat
     too_many = runner.invoke(app, ["bench", "--method", "mend", *common, "--data", f"cases:{mixed}", "--n", "3",
                                    "--drop-training-overlap", "--no-progress", "--out", str(tmp_path / "c")])
     assert too_many.exit_code == 2 and "only 2 cases remain" in too_many.output
+
+
+def test_an_interrupt_inside_a_step_keeps_the_last_whole_checkpoint(tmp_path):
+    class Interrupted(CountingTrainee):
+        def step(self, step):
+            if step == 3:
+                self.x = self.x + 100.0  # half an update, then Ctrl-C
+                raise KeyboardInterrupt
+            return super().step(step)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_loop(Interrupted(), Schedule(max_steps=5, checkpoint_every=1, progress=False), tmp_path, {})
+    resumed = run_loop(CountingTrainee(), Schedule(max_steps=5, progress=False), tmp_path, {})
+    assert resumed.resumed_from == 2
+    whole = run_loop(CountingTrainee(), Schedule(max_steps=5, progress=False), tmp_path / "whole", {})
+    from safetensors.torch import load_file
+
+    assert whole.steps == resumed.steps == 5
+    assert torch.equal(load_file(str(tmp_path / "best.safetensors"))["x"],
+                       load_file(str(tmp_path / "whole" / "best.safetensors"))["x"])

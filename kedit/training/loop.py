@@ -193,6 +193,7 @@ def run_loop(trainee: Trainee, schedule: Schedule, folder: Path, identity: Mappi
     started = time.monotonic()
     last_checkpoint = (loop.step, started)
     stopped = "max-steps"
+    in_step = False
     bar = tqdm(total=schedule.max_steps, initial=loop.step, desc="train", unit="step",
                disable=not schedule.progress, dynamic_ncols=True)
 
@@ -214,7 +215,9 @@ def run_loop(trainee: Trainee, schedule: Schedule, folder: Path, identity: Mappi
                     break
                 step = loop.step + 1
                 step_started = time.monotonic()
+                in_step = True
                 losses = trainee.step(step)
+                in_step = False
                 loop.step = step
                 loop.seconds += time.monotonic() - step_started
                 if not all(math.isfinite(value) for value in losses.values()):
@@ -250,7 +253,10 @@ def run_loop(trainee: Trainee, schedule: Schedule, folder: Path, identity: Mappi
                     last_checkpoint = (step, time.monotonic())
         except KeyboardInterrupt:
             log.flush()
-            _save_checkpoint(folder, trainee, loop)
+            if not in_step:
+                # Between steps the state is whole; inside one it may be half-updated (an optimiser
+                # stopped mid-step), so the last checkpoint is kept instead: resume stays exact.
+                _save_checkpoint(folder, trainee, loop)
             raise
         finally:
             bar.close()
