@@ -24,7 +24,7 @@ import torch
 
 def case_sss(lm, request) -> float:
     from kedit.methods.losses import per_request_nll, sss_penalty
-    from kedit.methods.mend import target_batch
+    from kedit.methods.targets import target_batch
     from kedit.models.tracing import final_hidden, logits_from_hidden
 
     inputs = target_batch(lm, [(request.text, request.target_new)])

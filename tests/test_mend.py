@@ -17,10 +17,10 @@ from kedit.methods.mend import (
     edited_weights,
     mend_deltas,
     meta_losses,
-    target_batch,
     target_nll,
 )
 from kedit.methods.mend_networks import MENDEditor, RunningNorm
+from kedit.methods.targets import target_batch
 from kedit.models import weights_fingerprint
 from kedit.requests import Case, EditRequest, LocalityProbe
 from kedit.training import Schedule, TrainingData

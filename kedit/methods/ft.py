@@ -74,9 +74,8 @@ from kedit.methods.hparam_types import check_values
 from kedit.methods.hparams import build_hparams
 from kedit.methods.losses import ObjectiveTerms, masked_nll, regularised_objective
 from kedit.methods.rome import ROME
-from kedit.models.batching import Batch, pad_left
+from kedit.methods.targets import TargetBatch, target_batch
 from kedit.models.loading import LoadedModel
-from kedit.models.scoring import encode_pair
 from kedit.models.tracing import final_hidden, logits_from_hidden
 from kedit.requests import EditRequest
 
@@ -184,41 +183,14 @@ def check_layers(lm: LoadedModel, hparams: FTHparams) -> tuple[int, ...]:
 # --------------------------------------------------------------------------- batches
 
 
-@dataclass(frozen=True)
-class TrainingChunk:
-    """Requests fed together: the padded inputs and the labels the loss reads.
-
-    ``labels``/``mask`` are (n, W) and line up with the last W columns of the batch (W = the
-    longest target) for FT-M, or all with the last column for FT-L (``window`` 1).
-    """
-
-    batch: Batch
-    labels: torch.Tensor  # (n, W) long, right-aligned per row, 0 where masked
-    mask: torch.Tensor  # (n, W) bool
-    window: int  # number of trailing columns whose logits the loss reads
+TrainingChunk = TargetBatch  # the requests of one Adam update
 
 
-def encode_chunk(lm: LoadedModel, requests: Sequence[EditRequest], objective: str) -> TrainingChunk:
-    pairs = [encode_pair(lm.tokenizer, request.text, request.target_new) for request in requests]
-    width = max(len(target) for _, target in pairs)
-    labels = torch.zeros((len(pairs), width), dtype=torch.long)
-    mask = torch.zeros((len(pairs), width), dtype=torch.bool)
-    for row, (_, target) in enumerate(pairs):
-        labels[row, width - len(target):] = torch.tensor(target)
-        mask[row, width - len(target):] = True
-    if objective == PROMPT_LAST:
-        inputs, window = [prompt for prompt, _ in pairs], 1
-    elif objective == TARGET_NEW:
-        # prompt + target minus its last token: the last len(target) columns predict the target
-        inputs, window = [prompt + target[:-1] for prompt, target in pairs], width
-    else:
+def encode_chunk(lm: LoadedModel, requests: Sequence[EditRequest], objective: str) -> TargetBatch:
+    if objective not in (PROMPT_LAST, TARGET_NEW):
         raise KeditError(f"unknown fine-tuning objective {objective!r}; expected {PROMPT_LAST!r} or {TARGET_NEW!r}")
-    return TrainingChunk(
-        batch=pad_left(inputs, lm.pad_token_id, lm.device),
-        labels=labels.to(lm.device),
-        mask=mask.to(lm.device),
-        window=window,
-    )
+    return target_batch(lm, [(request.text, request.target_new) for request in requests],
+                        at_last_prompt_token=objective == PROMPT_LAST)
 
 
 def chunk_objective(lm: LoadedModel, chunk: TrainingChunk, sss_coef: float) -> ObjectiveTerms:

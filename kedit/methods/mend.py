@@ -64,9 +64,9 @@ from kedit.methods.hparam_types import check_values
 from kedit.methods.hparams import build_hparams
 from kedit.methods.losses import kl_per_row, per_request_nll, sss_penalty
 from kedit.methods.mend_networks import EditedWeight, MENDEditor
+from kedit.methods.targets import TargetBatch, target_batch
 from kedit.models.batching import Batch, encode, pad_left
 from kedit.models.loading import LoadedModel
-from kedit.models.scoring import encode_pair
 from kedit.models.tracing import final_hidden, logits_from_hidden, replay_blocks_below
 from kedit.requests import Case, EditRequest
 
@@ -145,28 +145,6 @@ def resolve_layers(lm: LoadedModel, hparams: MENDHparams) -> tuple[int, ...]:
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-@dataclass(frozen=True)
-class TargetBatch:
-    """Rows of prompt + target (minus its last token); the last ``window`` columns predict ``labels``."""
-
-    batch: Batch
-    labels: torch.Tensor  # (B, W) long, right-aligned, 0 where masked
-    mask: torch.Tensor  # (B, W) bool
-    window: int
-
-
-def target_batch(lm: LoadedModel, pairs: Sequence[tuple[str, str]]) -> TargetBatch:
-    encoded = [encode_pair(lm.tokenizer, prompt, target) for prompt, target in pairs]
-    width = max(len(target) for _, target in encoded)
-    labels = torch.zeros((len(encoded), width), dtype=torch.long)
-    mask = torch.zeros((len(encoded), width), dtype=torch.bool)
-    for row, (_, target) in enumerate(encoded):
-        labels[row, width - len(target):] = torch.tensor(target)
-        mask[row, width - len(target):] = True
-    batch = pad_left([prompt + target[:-1] for prompt, target in encoded], lm.pad_token_id, lm.device)
-    return TargetBatch(batch, labels.to(lm.device), mask.to(lm.device), width)
 
 
 def text_batch(lm: LoadedModel, texts: Sequence[str]) -> Batch:
