@@ -6,7 +6,7 @@ of commands lives in its own module and takes what they share from :mod:`kedit.c
 * :mod:`kedit.cli.edit` — ``edit``, ``demo``, ``stats``, ``methods``, ``models``;
 * :mod:`kedit.cli.report` — ``report``; :mod:`kedit.cli.bench` — ``bench``; :mod:`kedit.cli.train` — ``train``;
 * :mod:`kedit.cli.ledger` — ``ledger …``; :mod:`kedit.cli.data` — ``data …``;
-  :mod:`kedit.cli.pitfalls` — ``pitfalls …``.
+  :mod:`kedit.cli.pitfalls` — ``pitfalls …``; :mod:`kedit.cli.longtail` — ``longtail …``.
 
 Results go to stdout, progress and log lines to stderr; bad input ends a command with its message
 and exit code 2 (see :func:`kedit.cli.common.reports_errors`).
@@ -14,7 +14,7 @@ and exit code 2 (see :func:`kedit.cli.common.reports_errors`).
 
 import typer
 
-from kedit.cli import bench, data, edit, ledger, pitfalls, report, train
+from kedit.cli import bench, data, edit, ledger, longtail, pitfalls, report, train
 
 app = typer.Typer(
     name="kedit",
@@ -31,5 +31,6 @@ for command in (edit.methods, edit.models, edit.stats, edit.edit, edit.demo, rep
 app.add_typer(ledger.ledger_app, name="ledger")
 app.add_typer(data.data_app, name="data")
 app.add_typer(pitfalls.pitfalls_app, name="pitfalls")
+app.add_typer(longtail.longtail_app, name="longtail")
 
 __all__ = ["app"]
