@@ -521,6 +521,59 @@ def test_hard_negatives_are_the_band_of_the_frozen_embedders_neighbours_drawn_fr
     assert all(len(kind) == 1 for kind in kinds) and {True} in kinds and {False} in kinds
 
 
+def test_subject_negatives_ask_the_entrys_subject_with_a_far_template_and_are_off_by_default(
+        tokenizer, bert_folder, tmp_path):
+    import kedit.methods.serac as serac
+
+    lm = tiny_lm(tokenizer)
+    # the templates the frozen encoder compares, by hand: the prompt with its subject taken out
+    templates = [case.request.prompt.replace("{}", "something") for case in TRAIN]
+    with torch.no_grad():
+        vectors = serac.load_sentence_embedder(str(bert_folder)).embed(templates)
+    cosine = vectors @ vectors.T
+    others_cos = cosine + torch.eye(len(TRAIN)) * 10  # the case itself never qualifies
+    # a bound every case has a far-enough template under, but not every pair: the filter is doing work
+    max_cos = float(others_cos.min(dim=1).values.max()) + 1e-4
+    assert bool((cosine >= max_cos).sum() > len(TRAIN))
+    hparams = SERACHparams(**settings(bert_folder, hard_neg_prob=0.0, subject_neg_prob=1.0, subject_neg_max_cos=max_cos,
+                                      train_batch_size=3, accumulate_steps=2))
+    trainee = SERACTrainee(lm, TRAIN, VAL, hparams, cache_folder=tmp_path)
+    trainee.prepare()
+    requests = [case.request for case in TRAIN]
+    seen = 0
+    for step in (1, 2, 3):
+        for batch in trainee.training_examples(step):
+            for example in batch:
+                assert example.subject and not example.hard
+                own = requests.index(example.request)
+                # the entry's own subject put into another case's question whose template is far from its own
+                others = [j for j in range(len(TRAIN)) if j != own and float(cosine[own, j]) < max_cos
+                          and requests[j].prompt.replace("{}", example.request.subject) == example.negative]
+                assert others, example.negative
+                assert example.request.subject in example.negative and example.negative != example.request.text
+                seen += 1
+    assert seen == 3 * 2 * 3
+    # max_cos below every cosine: no template qualifies, each case falls back to its ordinary negative
+    strict = SERACTrainee(lm, TRAIN, VAL, dataclasses.replace(hparams, subject_neg_max_cos=-0.99), cache_folder=tmp_path)
+    assert not any(e.subject for batch in strict.training_examples(1) for e in batch)
+    # probability 0 (the default, the paper): no template is embedded and the draws are the unchanged ones
+    assert SERACHparams().subject_neg_prob == 0.0
+    off_hparams = dataclasses.replace(hparams, subject_neg_prob=0.0)
+    off = SERACTrainee(lm, TRAIN, VAL, off_hparams, cache_folder=tmp_path / "off")
+    off.prepare()
+    assert not (tmp_path / "off").exists()
+    plain = SERACTrainee(lm, TRAIN, VAL, dataclasses.replace(off_hparams, subject_neg_max_cos=0.3), cache_folder=tmp_path)
+    assert off.training_examples(4) == plain.training_examples(4)
+    assert not any(e.subject for batch in off.training_examples(4) for e in batch)
+    # validation reports how many subject negatives stay away from the memory, outside val_loss
+    loose = SERACTrainee(lm, TRAIN, VAL, dataclasses.replace(hparams, subject_neg_max_cos=1.0), cache_folder=tmp_path)
+    assert [e.negative for e in loose.validation_subject_examples()] == [
+        "The official language of Marie Curie is", "Brazil was a chemist who lived in"]
+    metrics = loose.validate()
+    assert metrics["val_route_subject_acc"] in (0.0, 0.5, 1.0)
+    assert "val_route_subject_acc" not in off.validate()
+
+
 def test_hard_negative_settings_that_cannot_work_are_refused(tokenizer, bert_folder):
     with pytest.raises(KeditError, match="hard_neg_exclude < hard_neg_neighbours"):
         SERACHparams(hard_neg_neighbours=4, hard_neg_exclude=4)
@@ -528,6 +581,8 @@ def test_hard_negative_settings_that_cannot_work_are_refused(tokenizer, bert_fol
         SERACHparams(hard_neg_prob=1.5)
     with pytest.raises(KeditError, match="hard_neg_temperature"):
         SERACHparams(hard_neg_temperature=0.0)
+    with pytest.raises(KeditError, match="subject_neg_prob"):
+        SERACHparams(subject_neg_prob=-0.1)
     lm = tiny_lm(tokenizer)
     with pytest.raises(KeditError, match="5 training cases"):  # the paper's 100 neighbours of 5 cases
         SERACTrainee(lm, TRAIN, VAL, SERACHparams(classifier=str(bert_folder)))

@@ -115,7 +115,7 @@ from kedit.models.loading import LoadedModel
 from kedit.models.scoring import encode_pair
 from kedit.models.tracing import final_hidden, logits_from_hidden
 from kedit.paths import atomic_path, cache_dir, sha256_file
-from kedit.requests import Case, EditRequest
+from kedit.requests import SUBJECT_SLOT, Case, EditRequest
 from kedit.training.artifact import MANIFEST_FILE
 
 DEFAULTS_YAML = Path(__file__).with_name("serac.yaml")
@@ -171,6 +171,11 @@ class SERACHparams:
     hard_neg_exclude: int = 25  # ... minus the nearest this many (near-paraphrases of the prompt)
     hard_neg_temperature: float = 0.1  # a candidate is drawn with probability ∝ exp(cosine / this)
     hard_neg_embedder: str = "minilm"  # the frozen sentence encoder of the neighbours ("minilm" or a folder)
+    # subject negatives (kedit's, not the paper's): with this probability a case's negative is the case's own
+    # subject asked with another training case's question, one whose subject-free template has frozen-embedding
+    # cosine below subject_neg_max_cos with the case's own (another relation); 0: off (the paper)
+    subject_neg_prob: float = 0.0
+    subject_neg_max_cos: float = 0.45
     val_cases: int = 100  # validation cases read from the validation set (the paper validates on 500)
     seed: int = 0
     allow_training_overlap: bool = False  # evaluate on cases seen in training anyway (clearly marked)
@@ -199,6 +204,10 @@ class SERACHparams:
                              f"{self.hard_neg_neighbours!r}")
         if not self.hard_neg_temperature > 0:
             raise KeditError(f"hard_neg_temperature must be > 0, got {self.hard_neg_temperature!r}")
+        if not 0.0 <= self.subject_neg_prob <= 1.0:
+            raise KeditError(f"subject_neg_prob must be in [0, 1] (0: no subject negatives), got {self.subject_neg_prob!r}")
+        if not -1.0 < self.subject_neg_max_cos <= 1.0:
+            raise KeditError(f"subject_neg_max_cos (a cosine) must be in (-1, 1], got {self.subject_neg_max_cos!r}")
         if self.cntr_layers is not None:
             layers = list(self.cntr_layers)
             if layers != sorted(set(layers)) or any(layer < 0 for layer in layers):
@@ -785,6 +794,80 @@ def hard_negative_table(prompts: Sequence[str], hparams: SERACHparams, folder: P
     return indices, sims, path
 
 
+SUBJECT_NEG_FILE = "serac-templates-{digest}.safetensors"  # in the training folder (or the cache root)
+SUBJECT_NEG_DRAWS = 50  # draws of another case's template before a case falls back to its ordinary negative
+TEMPLATE_FILLER = "something"  # stands for the subject in the templates the frozen encoder compares
+
+
+def relation_template(request: EditRequest) -> str | None:
+    """The question with its subject taken out (``"Which family does something belong to?"``), which the
+    frozen encoder compares to tell relations apart; None when the prompt does not hold its subject."""
+    return request.prompt.replace(SUBJECT_SLOT, TEMPLATE_FILLER) if SUBJECT_SLOT in request.prompt else None
+
+
+def template_embeddings(templates: Sequence[str], hparams: SERACHparams, folder: Path,
+                        device: torch.device | str = "cpu") -> torch.Tensor:
+    """(n, d) unit frozen-encoder vectors of ``templates``, computed once and kept in ``folder`` under a
+    digest of (embedder weights, templates): a resumed run reads them back."""
+    key = json.dumps({"embedder": embedder_identity(hparams.hard_neg_embedder), "pooling": "mean-l2",
+                      "templates": list(templates)})
+    path = Path(folder) / SUBJECT_NEG_FILE.format(digest=hashlib.sha256(key.encode("utf-8")).hexdigest()[:24])
+    if path.is_file():
+        return load_file(str(path))["embeddings"]
+    embedder = load_sentence_embedder(hparams.hard_neg_embedder, device)
+    embeddings = embedder.embed(list(templates)).float().cpu()  # (n, d)
+    del embedder
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file({"embeddings": embeddings.contiguous()}, str(tmp))
+    return embeddings
+
+
+@dataclass(frozen=True)
+class SubjectNegatives:
+    """Negatives that share the memory entry's subject and ask another relation.
+
+    SERAC's paper trains the scope classifier with rephrases as positives and unrelated questions (or,
+    with hard negatives, the same relation about another subject) as negatives: nothing teaches it that
+    a question about the entry's subject but another relation is out of scope, and on KnowEdit's ZsRE
+    locality prompts (same subject, other relation) it routes them all. A subject negative of case i is
+    case j's question with i's subject put in, for a j whose subject-free template is far from i's under
+    the frozen encoder (cosine below ``max_cos``: another relation, not a paraphrase of i's question).
+    """
+
+    requests: tuple[EditRequest, ...]
+    embeddings: torch.Tensor  # (n, d) unit rows; a zero row for a prompt without its subject
+    usable: tuple[bool, ...]  # the prompt holds its subject, so its template can take another subject
+    max_cos: float
+
+    def draw(self, case: int, rng: random.Random) -> str | None:
+        """Case ``case``'s subject in another relation's question, or None (after SUBJECT_NEG_DRAWS tries)."""
+        n = len(self.requests)
+        if not self.usable[case] or n < 2:
+            return None
+        own = self.requests[case]
+        for _ in range(SUBJECT_NEG_DRAWS):
+            other = rng.randrange(n)
+            if other == case or not self.usable[other]:
+                continue
+            if float(self.embeddings[case] @ self.embeddings[other]) < self.max_cos:
+                text = self.requests[other].prompt.replace(SUBJECT_SLOT, own.subject)
+                if _normalised(text) != _normalised(own.text):
+                    return text
+        return None
+
+    @classmethod
+    def build(cls, requests: Sequence[EditRequest], hparams: SERACHparams, folder: Path,
+              device: torch.device | str = "cpu") -> SubjectNegatives:
+        templates = [relation_template(request) for request in requests]
+        usable = tuple(template is not None for template in templates)
+        texts = [template for template in templates if template is not None]
+        vectors = template_embeddings(texts, hparams, folder, device) if texts else torch.zeros(0, 1)
+        embeddings = torch.zeros(len(requests), vectors.shape[1])
+        embeddings[torch.tensor(usable, dtype=torch.bool)] = vectors
+        return cls(tuple(requests), embeddings, usable, hparams.subject_neg_max_cos)
+
+
 # ---------------------------------------------------------------------------------------------- training
 
 
@@ -796,6 +879,7 @@ class Example:
     positive: str  # a query in its scope (a rephrase)
     negative: str  # a query out of its scope (a locality prompt, or another case's prompt)
     hard: bool = False  # the negative is a hard negative (a neighbour of the prompt, G.5 data.hard_neg)
+    subject: bool = False  # the negative is a subject negative (the entry's subject, another relation)
 
 
 @dataclass(frozen=True)
@@ -829,6 +913,8 @@ class SERACTrainee:
         # where the neighbour table is kept: the training folder (SERAC.train), else the cache root
         self.cache_folder = Path(cache_folder) if cache_folder is not None else None
         self._hard_negatives: HardNegatives | None = None
+        self._subject_negatives: SubjectNegatives | None = None
+        self._val_subject_negatives: SubjectNegatives | None = None
         self.val_cases = tuple(val_cases)[:hparams.val_cases]
         self.classifier = load_classifier(hparams, lm.device)
         self.counterfactual, self.cntr_base = counterfactual_start(lm, hparams)
@@ -862,14 +948,48 @@ class SERACTrainee:
                                                             hp.hard_neg_temperature)
         return self._hard_negatives
 
+    @property
+    def subject_negatives(self) -> SubjectNegatives:
+        """The subject-free templates of the training and validation prompts under the frozen encoder
+        (computed, or read from the cache, on first use). Validation cases draw only among themselves."""
+        if self._subject_negatives is None:
+            folder = self.cache_folder if self.cache_folder is not None else cache_dir("serac-hard-negatives")
+            self._subject_negatives = SubjectNegatives.build([case.request for case in self.cases], self.hparams,
+                                                             folder, self.device)
+        return self._subject_negatives
+
+    def validation_subject_examples(self) -> list[Example]:
+        """One subject negative per validation case, drawn among the validation cases with a fixed seed
+        (the same ones at every validation): how often a question about the entry's subject but another
+        relation is kept away from the memory."""
+        if self._val_subject_negatives is None:
+            folder = self.cache_folder if self.cache_folder is not None else cache_dir("serac-hard-negatives")
+            self._val_subject_negatives = SubjectNegatives.build([case.request for case in self.val_cases],
+                                                                 self.hparams, folder, self.device)
+        rng = random.Random(f"{self.hparams.seed}:validation-subject")
+        examples = []
+        for index, case in enumerate(self.val_cases):
+            text = self._val_subject_negatives.draw(index, rng)
+            if text is not None:
+                positive = case.rephrases[0] if case.rephrases else case.request.text
+                examples.append(Example(case.request, positive, text, subject=True))
+        return examples
+
     def prepare(self) -> None:
-        """Build everything a step reads besides (seed, step): the hard-negative table when it is on."""
+        """Build everything a step reads besides (seed, step): the hard-negative table and the subject
+        negatives' templates when they are on."""
         if self.hparams.hard_neg_prob > 0:
             _ = self.hard_negatives
+        if self.hparams.subject_neg_prob > 0:
+            _ = self.subject_negatives
 
     def _example(self, index: int, rng: random.Random, hard: bool = False) -> Example:
         case = self.cases[index]
         positive = rng.choice(case.rephrases) if case.rephrases else case.request.text
+        if self.hparams.subject_neg_prob > 0 and rng.random() < self.hparams.subject_neg_prob:
+            text = self.subject_negatives.draw(index, rng)
+            if text is not None:
+                return Example(case.request, positive, text, subject=True)
         if hard:
             other = self.hard_negatives.draw(index, rng)
             if other is not None:
@@ -953,6 +1073,8 @@ class SERACTrainee:
             (terms.total / len(batches)).backward()
             values = {"loss": terms.total, "l_cntr": terms.edit.cntr, "l_cls": terms.cls,
                       "hard_neg": torch.tensor(sum(e.hard for e in examples) / len(examples))}
+            if hp.subject_neg_prob > 0:
+                values["subject_neg"] = torch.tensor(sum(e.subject for e in examples) / len(examples))
             if terms.edit.sss is not None:
                 values["sss"] = terms.edit.sss
             for name, value in values.items():
@@ -979,7 +1101,15 @@ class SERACTrainee:
         cntr, cls = nll / max(tokens, 1), float(balanced_bce(positive, negative))
         pos_ok = (positive.exp() > hp.route_threshold).float()
         neg_ok = (negative.exp() <= hp.route_threshold).float()
-        return {"val_loss": hp.edit_coef * cntr + hp.loc_coef * cls, "val_l_cntr": cntr, "val_l_cls": cls,
+        extra: dict[str, float] = {}
+        if hp.subject_neg_prob > 0:  # reported beside val_loss, not in it: val_loss keeps the paper's definition
+            subject = self.validation_subject_examples()
+            if subject:
+                keys = self.classifier.embed([e.request.text for e in subject])
+                queries = self.classifier.embed([e.negative for e in subject])
+                sims = self.classifier.paired_log_similarity(queries, keys).exp()
+                extra["val_route_subject_acc"] = float((sims <= hp.route_threshold).float().mean())
+        return extra | {"val_loss": hp.edit_coef * cntr + hp.loc_coef * cls, "val_l_cntr": cntr, "val_l_cls": cls,
                 "val_route_pos_acc": float(pos_ok.mean()), "val_route_neg_acc": float(neg_ok.mean()),
                 "val_route_acc": float(torch.cat([pos_ok, neg_ok]).mean()),
                 "val_cntr_token_acc": hits / max(tokens, 1)}
@@ -1034,6 +1164,10 @@ class SERAC:
         values["classifier"] = _model_name(hparams.classifier)
         values["counterfactual"] = _model_name(hparams.counterfactual)
         values["hard_neg_embedder"] = _model_name(hparams.hard_neg_embedder)
+        if hparams.subject_neg_prob == 0:
+            # off, they shape nothing: left out, so editors trained before they existed keep their key
+            values.pop("subject_neg_prob")
+            values.pop("subject_neg_max_cos")
         return json.loads(json.dumps(values))
 
     def train(self, lm: LoadedModel, data: Any, hparams: SERACHparams, schedule: Any, out_dir: Path) -> Any:
