@@ -13,7 +13,7 @@ CSR=counterfact-subject-replace:$P/portability/subject_replace/counterfact_subje
 ZSR=zsre-subject-replace:$P/portability/subject_replace/zsre_subject_replace.json
 ZIR=zsre-inverse-relation:$P/portability/inverse_relation/zsre_inverse_relation.json
 N_LOC=${N_LOC:-100}; N_PORT=${N_PORT:-100}
-MEND=${MEND:-runs/mend-mixed}; MEND_SSS=${MEND_SSS:-runs/mend-sss}
+MEND=${MEND:-runs/mend-sweep/lr-1e-5}; MEND_SSS=${MEND_SSS:-runs/mend-sss}  # both the paper objective, 900 steps
 SERAC=${SERAC:-runs/serac-zsre-subjneg}; SERAC_SSS=${SERAC_SSS:-runs/serac-zsre-subjneg-sss}
 K=".venv/bin/kedit bench --resume --no-progress"
 run() { local out=$1; shift; $K "$@" --out "runs/study/$out"; }
@@ -21,6 +21,7 @@ for d in dn:$DN:$N_LOC csr:$CSR:$N_PORT; do
   tag=${d%%:*}; rest=${d#*:}; n=${rest##*:}; data=${rest%:*}
   run $tag-mend --method mend --set artifact=$MEND --data "$data" --n $n --drop-training-overlap
   run $tag-mend-sss --method mend --set artifact=$MEND_SSS --data "$data" --n $n --drop-training-overlap
+  run $tag-mend-mixed --method mend --set artifact=runs/mend-mixed --data "$data" --n $n --drop-training-overlap
 done
 for d in zsr:$ZSR:$N_PORT zir:$ZIR:$N_PORT; do
   tag=${d%%:*}; rest=${d#*:}; n=${rest##*:}; data=${rest%:*}
