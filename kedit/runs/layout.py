@@ -26,6 +26,7 @@ BENCH = "bench"
 PITFALLS_CONFLICT = "pitfalls-conflict"
 PITFALLS_ROUND = "pitfalls-round"
 DEMO = "kedit-demo"
+LONGTAIL_PROBE = "longtail-probe"  # kedit longtail probe (kedit.longtail.probe)
 
 
 def edit_dir(directory: Path, number: int) -> Path:

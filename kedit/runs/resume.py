@@ -28,6 +28,7 @@ from kedit.runs.layout import (
     CASES_FILE,
     CURVE_FILE,
     EDITS_DIR,
+    LONGTAIL_PROBE,
     PITFALLS_CONFLICT,
     PITFALLS_ROUND,
     RESULTS_FILE,
@@ -97,10 +98,12 @@ IDENTITY: Mapping[str, tuple[tuple[str, Getter], ...]] = {
     ),
     PITFALLS_CONFLICT: _PITFALLS_IDENTITY,
     PITFALLS_ROUND: _PITFALLS_IDENTITY,
+    LONGTAIL_PROBE: (("model fingerprint", _in("model", "fingerprint")), ("start token", _in("model", "start_token")),
+                     ("data digest", _in("data", "cases_sha256")), ("probe settings", _top("probe"))),
 }
 # What a run of each kind writes besides run.json: found without a run.json, they belong to no run we can resume.
 _RUN_OUTPUTS = {BENCH: (RESULTS_FILE, CURVE_FILE, EDITS_DIR), PITFALLS_CONFLICT: (CASES_FILE,),
-                PITFALLS_ROUND: (CASES_FILE,)}
+                PITFALLS_ROUND: (CASES_FILE,), LONGTAIL_PROBE: (RESULTS_FILE,)}
 
 
 def _key_differences(stored: Mapping[str, Any], fresh: Mapping[str, Any]) -> str:
