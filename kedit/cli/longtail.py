@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from kedit.cli import common
+from kedit.cli import common, longtail_eval
 
 longtail_app = typer.Typer(
     name="longtail",
@@ -158,3 +158,6 @@ def stats(
     for name, one, many in result.relations:
         relations.add_row(escape(name), str(one), str(many))
     out.print(relations)
+
+
+longtail_eval.register(longtail_app)  # genes, probe, edit
