@@ -4,6 +4,7 @@ from kedit.edits import Edit, WeightEdit, load_edit
 from kedit.methods import (
     alphaedit,  # noqa: F401  (registers "alphaedit")
     ft,  # noqa: F401  (registers "ft-l", "ft-m")
+    grace,  # noqa: F401  (registers "grace" and its module-swap codebook)
     ike,  # noqa: F401  (registers "ike" and the "prompt-context" edit kind)
     memit,  # noqa: F401  (registers "memit")
     mend,  # noqa: F401  (registers "mend")
