@@ -276,7 +276,7 @@ def build_gene_benchmark(source: GeneSource, templates: Mapping[str, RelationTem
     labels = [f"{label}|{card}" for label in bins.labels for card in CARDINALITIES]
     sample = sample_per_bin(pool, cell, fact_id, labels, n, mode, seed)
     by_relation: dict[str, list[GeneTriple]] = defaultdict(list)
-    for triple in pool:
+    for triple in source.triples:  # any fact of the relation may be a partner, a held-out one too (B.1 step 7)
         by_relation[triple.relation].append(triple)
     rng = random.Random(LOCALITY_SEED)
     cases = tuple(_case(triple, groups[(triple.gene_id, triple.relation)], _partner(triple, by_relation, rng),

@@ -148,7 +148,10 @@ def benchmark_info(folder: Path) -> dict[str, Any]:
     manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
     if not (folder / CASES_FILE).is_file():
         raise DataError(f"{folder}: no {CASES_FILE}; pass a folder written by 'kedit longtail build' or 'genes'")
-    return {"name": "longtail", "path": portable_path(folder), "cases_sha256": sha256_file(folder / CASES_FILE),
+    digest = sha256_file(folder / CASES_FILE)
+    # "cases_sha256" is what a run's resume check compares (an edit run's is replaced by the runner's digest of
+    # the cases it edits); "benchmark_sha256" stays the benchmark file's, so reports can group runs by benchmark
+    return {"name": "longtail", "path": portable_path(folder), "cases_sha256": digest, "benchmark_sha256": digest,
             "manifest": {key: manifest.get(key) for key in ("source", "axis", "levels", "bins", "sampling", "frequency")
                          if key in manifest}}
 
