@@ -26,6 +26,7 @@ from typing import Any
 from kedit.data.counterfact import load_counterfact_easyedit, load_counterfact_rome
 from kedit.data.knowedit import load_knowedit, load_knowedit_sanitation, load_knowedit_wikibio
 from kedit.data.loaders import LoadedDataset, read_json
+from kedit.data.longtail import load_longtail
 from kedit.data.mquake import load_mquake, load_mquake_triples
 from kedit.data.pitfalls import CONFLICT_EDIT, ROUND_EDIT, load_conflict_edit, load_round_edit
 from kedit.data.portability import (
@@ -111,6 +112,8 @@ def _specs() -> tuple[DatasetSpec, ...]:
         DatasetSpec(CONFLICT_EDIT, "Pitfalls ConflictEdit (reverse / composite / coverage)", load_conflict_edit,
                     keys({"edits", "triples"})),
         DatasetSpec(ROUND_EDIT, "Pitfalls RoundEdit (easy / hard)", load_round_edit, keys({"edit", "true_objects"})),
+        DatasetSpec("longtail", "a long-tail benchmark's cases.jsonl (kedit longtail build)", load_longtail,
+                    keys({"longtail", "prompt", "subject", "target_new", "rephrases", "locality", "portability"})),
     )
 
 

@@ -13,9 +13,9 @@ Outputs:
 * frequencies — ``entity, documents, sentences``: each mentioned entity's document frequency (the
   subject popularity) and sentence frequency.
 
-Both levels are the same query over distinct (doc, entity) and (doc, sentence, entity) rows
-joined on the pair's two ends; DuckDB plans the joins and spills to ``temp_directory`` beyond
-``memory_limit``. ``bench/longtail_counting.py`` measures it on a million synthetic documents.
+Both levels are the same query over distinct (doc, entity) and (doc, sentence, entity) rows:
+the concept pairs of each document (sentence), kept when a triple has them, counted; DuckDB
+spills to ``temp_directory`` beyond ``memory_limit``. ``bench/longtail_counting.py`` measures it on a million synthetic documents.
 """
 
 from __future__ import annotations
@@ -78,6 +78,11 @@ def connect(settings: CountSettings) -> Any:
     return connection
 
 
+# Document-first: the pairs of concepts each document (sentence) holds, kept when they are a triple's
+# pair. Its work is the sum over documents of (distinct concepts)^2 — bounded by the corpus. The
+# pair-first plan DuckDB picks for the plain join (each pair's subject documents, then its object)
+# costs the sum over pairs of the subject's document frequency, which explodes for popular subjects
+# in many triples: on 50,000 synthetic abstracts 0.09 s against minutes.
 COUNTS_SQL = """
 COPY (
   WITH pairs AS (SELECT DISTINCT subject, object FROM read_parquet({pairs})),
@@ -86,15 +91,13 @@ COPY (
          WHERE entity IN (SELECT entity FROM wanted)),
   sm AS (SELECT DISTINCT doc, sentence, entity FROM read_parquet({mentions})
          WHERE entity IN (SELECT entity FROM wanted)),
-  by_document AS (
-    SELECT p.subject, p.object, count(*) AS documents
-    FROM pairs p JOIN dm s ON s.entity = p.subject JOIN dm o ON o.doc = s.doc AND o.entity = p.object
-    GROUP BY p.subject, p.object),
-  by_sentence AS (
-    SELECT p.subject, p.object, count(*) AS sentences
-    FROM pairs p JOIN sm s ON s.entity = p.subject
-                 JOIN sm o ON o.doc = s.doc AND o.sentence = s.sentence AND o.entity = p.object
-    GROUP BY p.subject, p.object)
+  in_document AS (SELECT s.entity AS subject, o.entity AS object FROM dm s JOIN dm o ON o.doc = s.doc),
+  in_sentence AS (SELECT s.entity AS subject, o.entity AS object
+                  FROM sm s JOIN sm o ON o.doc = s.doc AND o.sentence = s.sentence),
+  by_document AS (SELECT subject, object, count(*) AS documents
+                  FROM in_document SEMI JOIN pairs USING (subject, object) GROUP BY subject, object),
+  by_sentence AS (SELECT subject, object, count(*) AS sentences
+                  FROM in_sentence SEMI JOIN pairs USING (subject, object) GROUP BY subject, object)
   SELECT p.subject, p.object,
          coalesce(d.documents, 0)::BIGINT AS documents, coalesce(t.sentences, 0)::BIGINT AS sentences
   FROM pairs p LEFT JOIN by_document d USING (subject, object) LEFT JOIN by_sentence t USING (subject, object)

@@ -17,8 +17,10 @@ Three linkers, used in this order (each a choice of ``LinkConfig.methods``):
   says what that span is.
 * ``fuzzy`` (optional) — an annotated mention that neither its ids nor the dictionary linked is
   compared with every dictionary name by ``rapidfuzz``'s normalised Levenshtein ratio
-  (``fuzz.ratio``, 0–100) and linked to the best name scoring at least ``fuzzy_threshold``
-  (default 90: one edit in a 20-character name, "Nephrotoxicity" ~ "nephrotoxicities" is 93).
+  (``fuzz.ratio``, 0–100: 100 × (1 − insertions and deletions / total length)) and linked to the
+  best name scoring at least ``fuzzy_threshold``. The default 90 takes one added or dropped
+  character in a ten-letter name ("Seizures" ~ "seizure" is 93.3) and refuses a changed suffix
+  ("Nephrotoxicities" ~ "nephrotoxicity" is 86.7).
 
 The paper's embedding linker (SapBERT, cosine > 0.85) is :mod:`kedit.longtail.sapbert`, an option
 for users who can download the model; nothing here needs it.

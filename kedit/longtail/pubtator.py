@@ -74,6 +74,11 @@ def _annotation_line(path: Path, number: int, columns: list[str], block: _Block 
     elif doc_id != block.doc_id:
         raise DataError(f"{path}:{number}: field 1 (document id) is {doc_id!r} inside document "
                         f"{block.doc_id!r} (line {block.first_line}); separate documents by a blank line")
+    # A mention's second and third fields are offsets; a relation's second is its type (CID, Association).
+    is_mention = len(columns) >= 3 and columns[1].strip().isdigit() and columns[2].strip().isdigit()
+    if is_mention and len(columns) not in MENTION_COLUMNS:
+        raise DataError(f"{path}:{number}: a PubTator mention line has {len(columns)} tab-separated columns; "
+                        "expected 6 or 7 (PMID, start, end, text, type, ids[, names])")
     if len(columns) in MENTION_COLUMNS:
         start = _offset(path, number, columns[1], "2 (start)")
         end = _offset(path, number, columns[2], "3 (end)")
