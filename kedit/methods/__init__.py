@@ -4,8 +4,10 @@ from kedit.edits import Edit, WeightEdit, load_edit
 from kedit.methods import (
     alphaedit,  # noqa: F401  (registers "alphaedit")
     ft,  # noqa: F401  (registers "ft-l", "ft-m")
+    ft_ewc,  # noqa: F401  (registers "ft-ewc")
     grace,  # noqa: F401  (registers "grace" and its module-swap codebook)
     ike,  # noqa: F401  (registers "ike" and the "prompt-context" edit kind)
+    kn,  # noqa: F401  (registers "kn")
     memit,  # noqa: F401  (registers "memit")
     mend,  # noqa: F401  (registers "mend")
     mle,  # noqa: F401  (registers "mle")

@@ -149,20 +149,20 @@ def _objective_alias(expected: str, method: str) -> Callable[[Any], tuple[None, 
     return check
 
 
-def _layer_alias(value: Any) -> tuple[str, Any]:
+def layer_alias(value: Any) -> tuple[str, Any]:
     """ROME's single ``layer`` spelling."""
     return "layers", (value,)
 
 
 def _aliases(objective: str, method: str) -> dict[str, Callable[[Any], tuple[str | None, Any]]]:
     return {
-        "layer": _layer_alias,
+        "layer": layer_alias,
         "objective_optimization": _objective_alias(objective, method),
         "kl_factor": lambda value: (None, value),  # in EasyEdit's FT files, never used by FT
     }
 
 
-def _derive_layers(values: dict[str, Any], lm: LoadedModel | None) -> dict[str, Any]:
+def derive_layers(values: dict[str, Any], lm: LoadedModel | None) -> dict[str, Any]:
     """No layers given: the layer ROME edits on this model (its rome.yaml entry or fraction of depth)."""
     if values.get("layers") is None and lm is not None:
         values["layers"] = (ROME().default_hparams(lm).layer,)
@@ -212,6 +212,10 @@ class FineTuneResult:
     sss: tuple[float, ...]  # per step: mean SSS over chunks (empty when sss_coef == 0)
     updates: int  # Adam updates made
     early_stopped: bool
+    penalties: tuple[float, ...] = ()  # per step: mean extra penalty over chunks (empty without one)
+
+
+Penalty = Callable[[Sequence[torch.Tensor]], torch.Tensor]  # trained weights (in ``layers`` order) -> a scalar
 
 
 def fine_tune(
@@ -220,9 +224,13 @@ def fine_tune(
     hparams: FTHparams,
     objective: str,
     description: str = "fine-tune",
+    penalty: Penalty | None = None,
 ) -> FineTuneResult:
     """Train the MLP output weights of ``hparams.layers`` on ``requests``; the model is restored
-    bit for bit before returning and the changes come back as deltas."""
+    bit for bit before returning and the changes come back as deltas.
+
+    ``penalty`` (FT+EWC's quadratic term) is added to every chunk's objective; the early stop still
+    reads L_edit alone. Without one the loop is exactly FT-L's / FT-M's."""
     layers = check_layers(lm, hparams)
     if not requests:
         raise KeditError(f"{description} needs at least one request")
@@ -235,7 +243,7 @@ def fine_tune(
     originals = [snapshot.originals[name] for name in names]  # the ε box is around these
     grad_flags = [parameter.requires_grad for parameter in parameters]
     epsilon = hparams.norm_constraint
-    losses, objectives, sss_values = [], [], []
+    losses, objectives, sss_values, penalty_values = [], [], [], []
     updates, early_stopped = 0, False
     bar = tqdm(range(hparams.num_steps), desc=description, unit="step", leave=False,
                disable=hparams.num_steps * len(chunks) < PROGRESS_MIN_UPDATES)
@@ -245,20 +253,25 @@ def fine_tune(
         optimizer = torch.optim.Adam(parameters, lr=hparams.lr, weight_decay=hparams.weight_decay)
         with torch.enable_grad():
             for _step in bar:
-                step_losses, step_objectives, step_sss = [], [], []
+                step_losses, step_objectives, step_sss, step_penalties = [], [], [], []
                 for chunk in chunks:
                     optimizer.zero_grad(set_to_none=True)
                     terms = chunk_objective(lm, chunk, hparams.sss_coef)
+                    total = terms.total
+                    if penalty is not None:
+                        extra = penalty(parameters)
+                        step_penalties.append(float(extra.detach()))
+                        total = total + extra
                     edit_loss = float(terms.edit_loss.detach())
                     step_losses.append(edit_loss)
-                    step_objectives.append(float(terms.total.detach()))
+                    step_objectives.append(float(total.detach()))
                     if terms.sss is not None:
                         step_sss.append(float(terms.sss.detach()))
                     if not math.isfinite(edit_loss) or not math.isfinite(step_objectives[-1]):
                         raise KeditError(f"{description}: the loss became {step_objectives[-1]}; lower lr")
                     if edit_loss < hparams.early_stop_loss:
                         continue  # this chunk's targets are learned: no update (as the reference)
-                    terms.total.backward()
+                    total.backward()
                     optimizer.step()
                     updates += 1
                     if epsilon is not None:
@@ -269,6 +282,8 @@ def fine_tune(
                 objectives.append(statistics.fmean(step_objectives))
                 if step_sss:
                     sss_values.append(statistics.fmean(step_sss))
+                if step_penalties:
+                    penalty_values.append(statistics.fmean(step_penalties))
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
                 if losses[-1] < hparams.early_stop_loss:
                     early_stopped = True
@@ -290,6 +305,7 @@ def fine_tune(
         sss=tuple(sss_values),
         updates=updates,
         early_stopped=early_stopped,
+        penalties=tuple(penalty_values),
     )
 
 
@@ -309,38 +325,46 @@ class _FineTuneMethod:
         self, lm: LoadedModel | None, user_file: str | Path | None = None, overrides: Mapping[str, Any] | None = None
     ) -> FTHparams:
         hparams = build_hparams(self.hparams_class, lm, DEFAULTS_YAML, user_file, overrides,
-                                _aliases(self.objective, self.name), _derive_layers, defaults_section=self.name)
+                                _aliases(self.objective, self.name), derive_layers, defaults_section=self.name)
         if lm is not None:
             check_layers(lm, hparams)
         return hparams
 
     def compute(self, lm: LoadedModel, requests: Sequence[EditRequest], hparams: FTHparams) -> WeightEdit:
-        requests = list(requests)
-        started = time.perf_counter()
-        result = fine_tune(lm, requests, hparams, self.objective, description=self.name)
-        layers = check_layers(lm, hparams)
-        return WeightEdit(
-            method=self.name,
-            requests=tuple(requests),
-            hparams=asdict(hparams),
-            deltas=result.deltas,
-            base_fingerprint=lm.fingerprint,
-            info={
-                "layers": list(layers),
-                "objective": self.objective,
-                "requests_in_batch": len(requests),
-                "steps": len(result.losses),
-                "updates": result.updates,
-                "early_stopped": result.early_stopped,
-                "losses": list(result.losses),
-                "objective_values": list(result.objectives),
-                "sss": list(result.sss),
-                "max_abs_delta": {
-                    str(layer): float(result.deltas[lm.anatomy.mlp_out_weight(layer)].abs().max()) for layer in layers
-                },
-                "seconds": time.perf_counter() - started,
+        return fine_tune_edit(lm, requests, hparams, self.objective, self.name)
+
+
+def fine_tune_edit(lm: LoadedModel, requests: Sequence[EditRequest], hparams: FTHparams, objective: str, method: str,
+                   penalty: Penalty | None = None, extra_info: Mapping[str, Any] | None = None) -> WeightEdit:
+    """:func:`fine_tune` on ``requests`` as the :class:`WeightEdit` of ``method`` (FT-L, FT-M, FT+EWC)."""
+    requests = list(requests)
+    started = time.perf_counter()
+    result = fine_tune(lm, requests, hparams, objective, description=method, penalty=penalty)
+    layers = check_layers(lm, hparams)
+    return WeightEdit(
+        method=method,
+        requests=tuple(requests),
+        hparams=asdict(hparams),
+        deltas=result.deltas,
+        base_fingerprint=lm.fingerprint,
+        info={
+            "layers": list(layers),
+            "objective": objective,
+            "requests_in_batch": len(requests),
+            "steps": len(result.losses),
+            "updates": result.updates,
+            "early_stopped": result.early_stopped,
+            "losses": list(result.losses),
+            "objective_values": list(result.objectives),
+            "sss": list(result.sss),
+            **({"penalties": list(result.penalties)} if penalty is not None else {}),
+            "max_abs_delta": {
+                str(layer): float(result.deltas[lm.anatomy.mlp_out_weight(layer)].abs().max()) for layer in layers
             },
-        )
+            **dict(extra_info or {}),
+            "seconds": time.perf_counter() - started,
+        },
+    )
 
 
 @register("ft-l")

@@ -1,6 +1,7 @@
 """Losses the editors share: masked NLL of target tokens, KL locality, and the SSS regulariser.
 
-FT-L / FT-M call :func:`masked_nll` and :func:`regularised_objective`; MEND and SERAC call
+FT-L / FT-M call :func:`masked_nll` and :func:`regularised_objective` (FT+EWC adds
+:func:`ewc_penalty`); MEND and SERAC call
 :func:`per_request_nll`, :func:`kl_locality` and :func:`sss_penalty` in their meta-training
 objectives. SSS is defined in SPEC-ALGORITHMS section C: SSS = Σ g², the plain sum over every entry
 of g = ∂L_edit/∂h, h the final hidden states (after the final norm), taken with ``create_graph``
@@ -9,6 +10,7 @@ so that an optimiser follows the gradient of SSS too.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -74,3 +76,17 @@ def regularised_objective(edit_loss: torch.Tensor, hidden: torch.Tensor, sss_coe
         return ObjectiveTerms(total=edit_loss, edit_loss=edit_loss, sss=None)
     sss = sss_penalty(edit_loss, hidden)
     return ObjectiveTerms(total=(1.0 - sss_coef) * edit_loss + sss_coef * sss, edit_loss=edit_loss, sss=sss)
+
+
+def ewc_penalty(parameters: Sequence[torch.Tensor], anchors: Sequence[torch.Tensor], fishers: Sequence[torch.Tensor],
+                strength: float) -> torch.Tensor:
+    """Elastic weight consolidation: ``strength`` · Σ_j F_j (θ_j − θ*_j)² over every entry of every parameter.
+
+    ``parameters`` θ, ``anchors`` θ* and ``fishers`` F (the diagonal Fisher information) are matched
+    by position, each pair of the same shape. Kirkpatrick et al. 2017 write the term (λ/2) Σ F (θ − θ*)²
+    (strength = λ/2); GRACE's FT+EWC drops the 1/2 (strength = λ).
+    """
+    total = parameters[0].new_zeros(())
+    for parameter, anchor, fisher in zip(parameters, anchors, fishers, strict=True):
+        total = total + (fisher.to(parameter.dtype) * (parameter - anchor.to(parameter.dtype)).pow(2)).sum()
+    return strength * total
