@@ -108,3 +108,15 @@ def test_count_table_columns_are_named_or_refused(tmp_path):
         read_pair_counts(TableSpec(path), walk)
     with pytest.raises(Exception, match=r"counts.tsv:3: field n is 'many'"):
         read_pair_counts(TableSpec.parse(f"{path}#a,b,n"), walk)
+
+
+def test_sentence_spans_come_from_the_segmenter_not_a_full_stop_split():
+    from kedit.longtail.documents import Document
+    from kedit.longtail.sentences import sentence_of, sentence_spans
+
+    document = Document("1", "Dose of aspirin.", "Dr. Smith gave 2.5 mg (i.e. a low dose). Rash appeared vs. none before.")
+    spans = sentence_spans(document)
+    assert [document.text[start:end] for start, end in spans] == [
+        "Dose of aspirin.", "Dr. Smith gave 2.5 mg (i.e. a low dose).", "Rash appeared vs. none before."]
+    starts = [start for start, _ in spans]
+    assert [sentence_of(starts, document.text.index(word)) for word in ("aspirin", "Smith", "dose)", "Rash")] == [0, 1, 1, 2]
