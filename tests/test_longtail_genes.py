@@ -122,19 +122,19 @@ def test_benchmark_bins_cardinality_objects_and_demonstrations(databases, tmp_pa
         assert fact.objects[0] == fact.object == case.case.request.target_new
         assert case.case.request.target_true is None
         assert case.case.locality[0].prompt != case.case.request.text
-    bbb_x = by_id.get("chromosome:102:chrX")
-    if bbb_x is not None:  # BBB's chromosome group may be the held-out one
-        assert bbb_x.fact.cardinality == "one-to-many" and bbb_x.fact.objects == ("X", "Y")
-        assert bbb_x.case.request.extra_targets == ("Y",)
-        assert bbb_x.case.portability[0].prompt == "On which chromosome is the human gene BBB1 located?"
-        assert bbb_x.fact.bins == {"document": "[0,10)"}
-    ddd = by_id.get("molecular function:105:GO:0000001")
-    if ddd is not None:
-        assert ddd.fact.cardinality == "one-to-one" and ddd.fact.bins == {"document": "[1000,inf)"}
-        assert ddd.case.portability == ()  # DDD's only alias is too short
-    eee = by_id["chromosome:106:chr3"] if "chromosome:106:chr3" in by_id else None
-    if eee is not None:
-        assert eee.fact.bins == {"document": "[100,1000)"}
+    # with nothing held out every fact is a case: the hand-worked ones
+    every = {c.case.case_id: c for c in build_gene_benchmark(source, templates, n=100, k=0).cases}
+    bbb_x = every["chromosome:102:chrX"]
+    assert bbb_x.fact.cardinality == "one-to-many" and bbb_x.fact.objects == ("X", "Y")
+    assert bbb_x.case.request.extra_targets == ("Y",)
+    assert bbb_x.case.portability[0].prompt == "On which chromosome is the human gene BBB1 located?"
+    assert bbb_x.case.portability[0].kind == "subject-alias"
+    assert bbb_x.fact.bins == {"document": "[0,10)"}
+    ddd = every["molecular function:105:GO:0000001"]
+    assert ddd.fact.cardinality == "one-to-one" and ddd.fact.bins == {"document": "[1000,inf)"}
+    assert ddd.case.portability == ()  # DDD's only alias is too short
+    assert every["chromosome:106:chr3"].fact.bins == {"document": "[100,1000)"}
+    assert every["chromosome:106:chr3"].case.locality[0].prompt != "On which chromosome is the human gene EEE located?"
     folder = write_gene_benchmark(bench, tmp_path / "bench")
     assert [c.case.case_id for c in read_cases(folder)] == [c.case.case_id for c in bench.cases]
     assert sum(len(v) for v in read_demonstrations(folder).values()) == 5

@@ -305,8 +305,12 @@ def comparison_report(
     plots: Mapping[str, str],
     command: str | None = None,
     estimates: Estimates | None = None,
+    extra_sections: Sequence[str] = (),
 ) -> str:
-    """The whole report page; ``plots`` maps each plot's standard name to its path relative to the page."""
+    """The whole report page; ``plots`` maps each plot's standard name to its path relative to the page.
+
+    ``extra_sections`` (a suite's own results, e.g. the long-tail part) come right after the introduction.
+    """
     estimates = estimates or Estimates(IntervalSettings())
     parts = [f"# kedit report: {len(runs)} run(s)"]
     intro = _subtitle(runs)
@@ -315,6 +319,7 @@ def comparison_report(
                   "at the end.")
     if intro.strip():
         parts.append(intro.strip())
+    parts += list(extra_sections)
     if results := results_section(runs, estimates):
         parts += [RESULTS_HEADING, *results]
     if plotted := plots_section(runs, plots):
@@ -323,7 +328,7 @@ def comparison_report(
         parts += ["## Sequential editing", *sequential]
     if every := all_metrics_section(runs):
         parts += ["## All metrics", "_Every mean the summaries hold, without intervals._", *every]
-    if not runs:
+    if not runs and not extra_sections:
         parts.append("No run could be read, so there is nothing to compare.")
     parts += [PROVENANCE_HEADING, *provenance_section(runs, failures, command)]
     return "\n\n".join(parts) + "\n"

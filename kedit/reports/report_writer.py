@@ -89,11 +89,23 @@ def write_comparison_report(run_dirs: Iterable[str | Path], out_dir: str | Path,
     out_dir = Path(out_dir)
     if (out_dir / RUN_FILE).exists() or (out_dir / RESULTS_FILE).exists():
         raise KeditError(f"--out {out_dir} is a run directory; write the report to a folder of its own")
-    runs, failures = read_runs(run_dirs)
+    # the long-tail part is imported here: kedit.longtail.aggregate reads kedit.reports.intervals
+    from kedit.longtail.aggregate import CellSettings
+    from kedit.reports.longtail import is_longtail_run, is_probe_run
+    from kedit.reports.longtail_plots import write_longtail_part
+
+    run_dirs = [Path(directory) for directory in run_dirs]
+    # long-tail probe folders are read only by the long-tail part; edit folders are bench runs too
+    runs, failures = read_runs([directory for directory in run_dirs if not is_probe_run(directory)])
     out_dir.mkdir(parents=True, exist_ok=True)
     estimates = Estimates(settings or IntervalSettings())  # each interval computed once, for tables and plots
     plots = write_comparison_plots(runs, out_dir, estimates)
-    markdown = comparison_report(runs, failures, {path.name: path.name for path in plots}, command, estimates)
+    longtail = write_longtail_part([d for d in run_dirs if is_longtail_run(d)], out_dir,
+                                   CellSettings(**estimates.settings.kwargs()))
+    failures = [*failures, *longtail.failures]
+    plots = [*plots, *longtail.plots]
+    markdown = comparison_report(runs, failures, {path.name: path.name for path in plots}, command, estimates,
+                                 extra_sections=longtail.sections)
     title = markdown.splitlines()[0].removeprefix("# ")
     markdown_path = _write_text(out_dir / MARKDOWN_FILE, markdown)
     html_path = _write_text(out_dir / HTML_FILE, markdown_to_html(markdown, out_dir, title))
