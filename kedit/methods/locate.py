@@ -20,6 +20,7 @@ import json
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,7 +42,7 @@ from kedit.models.tracing import (
     returned_kv_cache,
     run_until,
 )
-from kedit.paths import cache_dir, sha256_text, write_json_atomic
+from kedit.paths import cache_dir, fill_once, lock_path, sha256_text, write_json_atomic
 from kedit.requests import SUBJECT_SLOT, EditRequest
 
 FACT_TOKEN_MODES = ("subject_last", "subject_first", "subject_first_after_last", "last")
@@ -110,11 +111,22 @@ def context_templates(
     spec = json.dumps({"lengths": [list(p) for p in length_params], "seed": seed, "seeds": TEMPLATE_SEEDS,
                        "tokenization": lm.tokenization})
     path = cache_dir("templates") / f"{lm.fingerprint[:24]}-{sha256_text(spec)[:16]}.json"
+    # under a lock: processes sharing the cache (a sweep's runs) sample them once and all use those
+    return fill_once(lock_path(path), lambda: _cached_templates(path),
+                     lambda: _sample_templates(lm, length_params, seed, spec, path))
+
+
+def _cached_templates(path: Path) -> list[str] | None:
     if path.is_file():
         try:
             return json.loads(path.read_text())["templates"]
         except (json.JSONDecodeError, KeyError):
-            pass
+            return None
+    return None
+
+
+def _sample_templates(lm: LoadedModel, length_params: Sequence[Sequence[int]], seed: int, spec: str,
+                      path: Path) -> list[str]:
     templates = [SUBJECT_SLOT]
     for group, (length, count) in enumerate(length_params):
         seeds = [TEMPLATE_SEEDS[i % len(TEMPLATE_SEEDS)] for i in range(count)]

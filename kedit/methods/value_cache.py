@@ -13,7 +13,10 @@ An entry is keyed by everything the optimisation reads:
 
 Entries are safetensors files (v_init, delta; losses and the key in the metadata) written
 atomically under ``$KEDIT_HOME/target_values/<weights digest>/``; an unreadable or mismatching
-entry is recomputed, never trusted.
+entry is recomputed, never trusted. The values a call misses are optimised under a lock named by
+those entries' keys, so processes that edit the same requests on the same weights at once (a
+sweep over MEMIT's λ, which z does not depend on) optimise them once; calls whose requests only
+partly overlap compute the shared ones each (the entries are the same, and renamed into place).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from kedit.methods.locate import TargetValue, ValueOptimization, optimize_target_values
 from kedit.models.fingerprint import weights_fingerprint
 from kedit.models.loading import LoadedModel
-from kedit.paths import atomic_path, cache_dir, sha256_text
+from kedit.paths import atomic_path, cache_dir, exclusive_lock, lock_path, sha256_text
 from kedit.requests import EditRequest
 
 log = logging.getLogger(__name__)
@@ -104,11 +107,16 @@ def cached_target_values(
     values: list[TargetValue | None] = [_load(entry_path(digest, key), key) for key in keys]
     missing = [index for index, value in enumerate(values) if value is None]
     if missing:
-        computed = optimize_target_values(lm, [requests[i] for i in missing], module_path, layer, templates,
-                                          settings, progress)
-        for index, value in zip(missing, computed, strict=True):
-            value = TargetValue(value.v_init.to(lm.device), value.delta.to(lm.device), value.losses)
-            _store(entry_path(digest, keys[index]), keys[index], value)
-            values[index] = value
+        batch = sha256_text("\n".join(sorted(keys[index] for index in missing)))[:40]
+        with exclusive_lock(lock_path(entry_path(digest, keys[missing[0]]), f"batch-{batch}")):
+            for index in missing:  # written by another process while this one waited for the lock
+                values[index] = _load(entry_path(digest, keys[index]), keys[index])
+            missing = [index for index, value in enumerate(values) if value is None]
+            computed = optimize_target_values(lm, [requests[i] for i in missing], module_path, layer, templates,
+                                              settings, progress) if missing else []
+            for index, value in zip(missing, computed, strict=True):
+                value = TargetValue(value.v_init.to(lm.device), value.delta.to(lm.device), value.losses)
+                _store(entry_path(digest, keys[index]), keys[index], value)
+                values[index] = value
     resolved = [TargetValue(v.v_init.to(lm.device), v.delta.to(lm.device), v.losses) for v in values]
     return CachedValues(resolved, len(requests) - len(missing), digest)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from kedit.errors import CacheError, ModelLoadError
-from kedit.paths import atomic_path, cache_dir, sha256_file
+from kedit.paths import atomic_path, cache_dir, fill_once, lock_path, sha256_file
 
 MANIFEST_NAME = "kedit-cache.json"
 log = logging.getLogger(__name__)
@@ -71,12 +71,23 @@ def converted_dir(parts: Sequence[Path], gguf_name: str) -> Path:
     digest = gguf_digest(parts)
     stem = Path(gguf_name).stem
     target = cache_dir("models") / f"{stem}-{digest[:16]}"
-    if target.exists():
-        try:
-            verify_converted(target)
-            return target
-        except CacheError as problem:
-            log.warning("rebuilding the converted model cache: %s", problem)
+    # Processes loading the model for the first time at once (a sweep's workers on a fresh machine)
+    # convert it once: the others wait for the lock and then find it verified.
+    return fill_once(lock_path(target), lambda: _verified(target), lambda: _converted(parts, gguf_name, digest, target))
+
+
+def _verified(target: Path) -> Path | None:
+    if not target.exists():
+        return None
+    try:
+        verify_converted(target)
+        return target
+    except CacheError as problem:
+        log.warning("rebuilding the converted model cache: %s", problem)
+        return None
+
+
+def _converted(parts: Sequence[Path], gguf_name: str, digest: str, target: Path) -> Path:
     _convert(parts, gguf_name, digest, target)
     verify_converted(target)
     return target

@@ -11,6 +11,9 @@ suite compares against an all-float64 accumulation).
 
 Cache key: (model fingerprint, layer, corpus digest, token count, model dtype, start token); files are
 safetensors written atomically, with the key repeated in their metadata and checked on load.
+Processes sharing the cache (the runs of a sweep) compute a (model, corpus, tokens) group under one
+lock (:func:`kedit.paths.exclusive_lock`): the first computes the layers nobody has, the others wait
+and read them.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from kedit.models.anatomy import text_config
 from kedit.models.batching import pad_left
 from kedit.models.loading import LoadedModel
 from kedit.models.tracing import run_until
-from kedit.paths import atomic_path, cache_dir, sha256_text
+from kedit.paths import atomic_path, cache_dir, exclusive_lock, lock_path, sha256_text
 from kedit.stats.corpus import Corpus, resolve_corpus
 
 DEFAULT_TOKENS = 100_000
@@ -128,12 +131,15 @@ def collect_second_moments(
     return {layer: (total / counted).cpu() for layer, total in sums.items()}
 
 
-def statistics_cache_path(lm: LoadedModel, layer: int, corpus: Corpus, n_tokens: int) -> Path:
-    """Where the second moment of ``layer`` for (this model, corpus, token count, dtype) is cached."""
+def _group_name(lm: LoadedModel, corpus: Corpus, n_tokens: int) -> str:
     dtype = str(lm.dtype).removeprefix("torch.")
     start = sha256_text(lm.tokenization)[:8]  # documents begin with the start token, if any
-    name = f"layer{layer}-corpus{corpus.digest[:16]}-tok{n_tokens}-{dtype}-{start}.safetensors"
-    return cache_dir("stats") / lm.fingerprint[:24] / name
+    return f"corpus{corpus.digest[:16]}-tok{n_tokens}-{dtype}-{start}"
+
+
+def statistics_cache_path(lm: LoadedModel, layer: int, corpus: Corpus, n_tokens: int) -> Path:
+    """Where the second moment of ``layer`` for (this model, corpus, token count, dtype) is cached."""
+    return cache_dir("stats") / lm.fingerprint[:24] / f"layer{layer}-{_group_name(lm, corpus, n_tokens)}.safetensors"
 
 
 def _metadata(lm: LoadedModel, layer: int, corpus: Corpus, n_tokens: int) -> dict[str, str]:
@@ -164,6 +170,19 @@ def _load_cached(path: Path, expected: dict[str, str]) -> torch.Tensor | None:
         return None
 
 
+def _read_cached(lm: LoadedModel, layers: Sequence[int], corpus: Corpus, n_tokens: int,
+                 into: dict[int, torch.Tensor]) -> list[int]:
+    """Put the cached layers not yet in ``into`` there; return the layers still missing."""
+    missing = []
+    for layer in sorted(set(layers) - set(into)):
+        cached = _load_cached(statistics_cache_path(lm, layer, corpus, n_tokens), _metadata(lm, layer, corpus, n_tokens))
+        if cached is None:
+            missing.append(layer)
+        else:
+            into[layer] = cached
+    return missing
+
+
 def second_moments(
     lm: LoadedModel,
     layers: Sequence[int],
@@ -174,19 +193,16 @@ def second_moments(
     """Cached second moments for ``layers``: cached layers are read, the rest computed in one pass."""
     corpus = resolve_corpus(corpus)
     result: dict[int, torch.Tensor] = {}
-    missing = []
-    for layer in sorted(set(layers)):
-        cached = _load_cached(statistics_cache_path(lm, layer, corpus, n_tokens), _metadata(lm, layer, corpus, n_tokens))
-        if cached is None:
-            missing.append(layer)
-        else:
-            result[layer] = cached
-    if missing:
-        computed = collect_second_moments(lm, missing, corpus, n_tokens, progress=progress)
-        for layer, matrix in computed.items():
-            path = statistics_cache_path(lm, layer, corpus, n_tokens)
-            with atomic_path(path) as tmp:
-                save_file({"second_moment": matrix.contiguous()}, str(tmp),
-                          metadata=_metadata(lm, layer, corpus, n_tokens))
-            result[layer] = matrix
-    return result
+    if _read_cached(lm, layers, corpus, n_tokens, result):
+        # One lock per (model, corpus, tokens, dtype, start token): another process computing layers of
+        # this group finishes first, and what it wrote is read here instead of computed again.
+        with exclusive_lock(lock_path(statistics_cache_path(lm, 0, corpus, n_tokens), _group_name(lm, corpus, n_tokens))):
+            missing = _read_cached(lm, layers, corpus, n_tokens, result)
+            computed = collect_second_moments(lm, missing, corpus, n_tokens, progress=progress) if missing else {}
+            for layer, matrix in computed.items():
+                path = statistics_cache_path(lm, layer, corpus, n_tokens)
+                with atomic_path(path) as tmp:
+                    save_file({"second_moment": matrix.contiguous()}, str(tmp),
+                              metadata=_metadata(lm, layer, corpus, n_tokens))
+                result[layer] = matrix
+    return {layer: result[layer] for layer in sorted(set(layers))}

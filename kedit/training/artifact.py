@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from kedit.errors import KeditError
-from kedit.paths import atomic_path, cache_dir, sha256_file, sha256_text
+from kedit.paths import atomic_path, cache_dir, exclusive_lock, lock_path, sha256_file, sha256_text
 from kedit.requests import Case
 
 MANIFEST_FILE = "artifact.json"
@@ -238,6 +238,28 @@ def publish(artifact: Artifact) -> Path:
     target = store_root(artifact.manifest.method) / artifact.manifest.key.folder_name()
     if target.resolve() == artifact.folder.resolve():
         return target
+    # Two trainers publishing the same key at once replace the folder one after the other (a
+    # folder's swap is two renames); an artifact already there, byte for byte, is left as it is.
+    with exclusive_lock(lock_path(target)):
+        if _same_files(target, artifact):
+            return target
+        _copy_into_store(artifact, target)
+    return target
+
+
+def _same_files(target: Path, artifact: Artifact) -> bool:
+    """``target`` holds ``artifact``'s manifest byte for byte, and files with the hashes it records."""
+    manifest = target / MANIFEST_FILE
+    if not manifest.is_file() or sha256_file(manifest) != sha256_file(artifact.folder / MANIFEST_FILE):
+        return False
+    try:
+        load_artifact(target)  # every file against its recorded sha256
+    except KeditError:
+        return False
+    return True
+
+
+def _copy_into_store(artifact: Artifact, target: Path) -> None:
     with atomic_path(target) as tmp:
         tmp.mkdir(parents=True)
         for name in (MANIFEST_FILE, *artifact.manifest.files):
@@ -247,7 +269,6 @@ def publish(artifact: Artifact) -> Path:
                 shutil.copy2(artifact.folder / name, tmp / name)
         if target.exists():
             shutil.rmtree(target)
-    return target
 
 
 def find_artifacts(method: str, editor_version: int, fingerprint: str,
