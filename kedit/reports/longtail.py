@@ -409,9 +409,9 @@ def level_section(bench: Benchmark, plots: Mapping[str, str]) -> list[str]:
                   else f"this benchmark was counted at the {levels[0] if levels else '?'} level only")
         return ["#### Document vs sentence level", f"One level only: {reason}."]
     parts = ["#### Document vs sentence level",
-             "The same facts binned by documents and by sentences in which subject and object both occur "
-             "(side by side); a fact moves to a lower bin at the sentence level when its pair shares documents "
-             "but not sentences."]
+             "The same facts binned by the documents and by the sentences in which subject and object both occur "
+             "(side by side). A fact's sentence count is lower than its document count when the pair shares "
+             "documents but not sentences, and higher when one document has several such sentences."]
     return parts + [f"![{role}]({plots[role]})" for role in ("levels",) if role in plots]
 
 
