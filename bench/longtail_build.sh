@@ -5,7 +5,7 @@
 #       gene -> disease), and
 #   (b) BC5CDR's own chemical-induces-disease relations,
 # each counted at the document and the sentence level; the full benchmark and a stratified sample
-# (at most 100 facts per document-level bin) for probing and editing on a CPU. The folders go to
+# (at most 50 facts per document-level bin x cardinality cell) for probing and editing on a CPU. The folders go to
 # runs/longtail/ (git-ignored: the cases quote dataset text); their stats and manifests to
 # docs/results/longtail/. One stage cache is shared, so the documents are read, segmented once.
 #
@@ -39,8 +39,8 @@ build() {  # name, then the build options
 # shellcheck disable=SC2086
 build hpo --triples hpo $DOCS
 # shellcheck disable=SC2086
-build hpo-stratified100 --triples hpo $DOCS --sample 100 --sampling stratified
+build hpo-cells50 --triples hpo $DOCS --sample 50 --sampling stratified --per-cardinality
 # shellcheck disable=SC2086
 build bc5cdr-cid $CID $DOCS
 # shellcheck disable=SC2086
-build bc5cdr-cid-stratified100 $CID $DOCS --sample 100 --sampling stratified
+build bc5cdr-cid-cells50 $CID $DOCS --sample 50 --sampling stratified --per-cardinality

@@ -167,6 +167,18 @@ def test_assembly_holds_out_whole_subjects_and_pairs_each_fact_with_another_subj
         assert fact.extra["mapping"] in {"1-1", "1-N"}
     again = assemble(triple_set, counted, load_templates(), config)
     assert [c.to_dict() for c in again.cases] == [c.to_dict() for c in assembled.cases]
+    cells = AssemblyConfig(relation_filter=RelationFilter(min_triples=1), demonstrations=3, seed=5, sample=2,
+                           sampling="stratified", per_cardinality=True)
+    sampled = assemble(triple_set, counted, load_templates(), cells).cases
+    per_cell = {}
+    for case in sampled:
+        key = (case.fact.bins["document"], case.fact.cardinality)
+        per_cell[key] = per_cell.get(key, 0) + 1
+    population = {}
+    for case in assembled.cases:
+        key = (case.fact.bins["document"], case.fact.cardinality)
+        population[key] = population.get(key, 0) + 1
+    assert per_cell == {key: min(2, size) for key, size in population.items()}
 
 
 def test_imported_counts_leave_out_pairs_the_table_lacks():

@@ -84,6 +84,7 @@ def build(
     sample: Annotated[int | None, typer.Option(min=0, help="Sample size: in all (natural) or per bin (stratified); default: every fact.")] = None,
     sampling: Annotated[str, typer.Option(help="natural (each bin's share of the population) or stratified.")] = "natural",
     sample_level: Annotated[str, typer.Option(help="Whose bins the sample is drawn by: document or sentence.")] = "document",
+    per_cardinality: Annotated[bool, typer.Option("--per-cardinality", help="Sample each bin x cardinality cell on its own (stratified: N per cell).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of demonstrations, locality partners and sampling.")] = 42,
     chunk_docs: Annotated[int, typer.Option(min=1, help="Documents per part of the resumable stages.")] = 500,
     cache: Annotated[Path | None, typer.Option(file_okay=False, help="Stage cache folder (default OUT/.cache); share it between builds over the same documents.")] = None,
@@ -112,7 +113,8 @@ def build(
         templates=tuple(templates or ()), fallback_template=fallback_template,
         assembly=AssemblyConfig(relation_filter=RelationFilter(min_triples, dropped), keep_unmentioned=keep_unmentioned,
                                 bins=Bins.parse(bins), demonstrations=demonstrations, sample=sample,
-                                sampling=sampling, sample_level=sample_level, seed=seed),  # type: ignore[arg-type]
+                                sampling=sampling, sample_level=sample_level, seed=seed,  # type: ignore[arg-type]
+                                per_cardinality=per_cardinality),
         chunk_docs=chunk_docs, cache=cache, count_settings=CountSettings(memory_limit, threads),
         command=command_line())
     with RichReporter() as reporter:

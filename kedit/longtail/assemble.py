@@ -16,7 +16,8 @@ The order (the paper's, B.1 of SPEC-ALGORITHMS, with kedit's departures marked *
    another object of the same subject in the pool); at least one subject always stays;
 7. a locality partner per triple: another triple of the same relation (seeded) *with another
    subject* (a same-subject partner of a one-to-many fact asks the edited question again);
-8. bins at each level and sampling per bin (:mod:`.bins`, :mod:`.sampling`), seeded.
+8. bins at each level and sampling per bin (:mod:`.bins`, :mod:`.sampling`), seeded; optionally
+   per bin x cardinality cell, so that the few one-to-one facts of a bin are not crowded out.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class AssemblyConfig:
     sampling: SamplingMode = "natural"
     sample_level: str = "document"
     seed: int = 42
+    per_cardinality: bool = False  # sample each bin x cardinality cell on its own (n per cell when stratified)
 
     def __post_init__(self) -> None:
         if self.sampling not in SAMPLING_MODES:
@@ -74,7 +76,7 @@ class AssemblyConfig:
         return {"min_triples": self.relation_filter.min_triples, "dropped_relations": list(self.relation_filter.dropped),
                 "keep_unmentioned": self.keep_unmentioned, "bin_edges": list(self.bins.edges),
                 "demonstrations": self.demonstrations, "sample": self.sample, "sampling": self.sampling,
-                "sample_level": self.sample_level, "seed": self.seed}
+                "sample_level": self.sample_level, "seed": self.seed, "per_cardinality": self.per_cardinality}
 
 
 @dataclass(frozen=True)
@@ -239,9 +241,15 @@ def assemble(triple_set: TripleSet, counted: Counted, templates: TemplateBook, c
             source=triple.source, extra=extra)
     labels = config.bins.labels
     report["population"] = _table(list(facts.values()), counted.levels, labels)
-    chosen = list(facts) if config.sample is None else sample_per_bin(
-        list(facts), lambda key: facts[key].bins[config.sample_level], lambda key: key, labels, config.sample,
-        config.sampling, config.seed)
+    if config.sample is None:
+        chosen = list(facts)
+    elif config.per_cardinality:
+        cells = [f"{label} {card}" for label in labels for card in CARDINALITIES]
+        chosen = sample_per_bin(list(facts), lambda key: f"{facts[key].bins[config.sample_level]} {facts[key].cardinality}",
+                                lambda key: key, cells, config.sample, config.sampling, config.seed)
+    else:
+        chosen = sample_per_bin(list(facts), lambda key: facts[key].bins[config.sample_level], lambda key: key, labels,
+                                config.sample, config.sampling, config.seed)
     cases = []
     no_partner = 0
     for key in chosen:
