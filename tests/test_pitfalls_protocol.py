@@ -383,7 +383,10 @@ def test_a_failing_edit_still_restores_the_weights(make_lm):
 
 
 class LeakyEdit(WeightEdit):
-    """A broken edit whose revert forgets to restore the weights."""
+    """A broken edit whose revert forgets to restore the weights (not ``additive``: the stack applies
+    and reverts it through its own methods instead of adding its deltas and restoring its copies)."""
+
+    additive = False
 
     def revert(self, lm):
         self._originals = None

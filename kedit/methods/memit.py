@@ -38,7 +38,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from kedit.edits import ParameterSnapshot, WeightEdit
+from kedit.edits import Deltas, LowRankDelta, ParameterSnapshot, WeightEdit
+from kedit.edits.deltas import as_dense, compact
 from kedit.errors import KeditError, KeditWarning
 from kedit.methods.base import register
 from kedit.methods.hparams import build_hparams
@@ -59,8 +60,9 @@ from kedit.stats.second_moment import second_moments
 DEFAULTS_YAML = Path(__file__).with_name("memit.yaml")
 log = logging.getLogger(__name__)
 
-# (layer, keys K (d_k, n) float64, residual share R_l (d, n) float64) -> ΔW (d, d_k) float64
-LayerSolver = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+# (layer, keys K (d_k, n) float64, residual share R_l (d, n) float64) -> ΔW (d, d_k) float64, dense or
+# as factors (rank ≤ n: a LowRankDelta, kept factored in the edit while that is smaller than dense)
+LayerSolver = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor | LowRankDelta]
 KEY_SOURCES = ("templates", "prompt")
 
 
@@ -224,10 +226,11 @@ def spread_over_layers(
     templates: Sequence[str],
     z: torch.Tensor,
     solve: LayerSolver,
-) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+) -> tuple[Deltas, list[dict[str, Any]]]:
     """D.10: layer by layer (ascending), keys and residual on the current model, ``solve`` for ΔW,
     applied at once; the model is restored before returning. Returns the deltas in each
-    parameter's storage orientation and one info dict per layer."""
+    parameter's storage orientation (a :class:`~kedit.edits.Deltas`: factored ones read dense) and one
+    info dict per layer."""
     layers = check_layers(lm, hparams)
     weights = template_weights(hparams.context_template_length_params)
     if len(weights) != len(templates):
@@ -238,7 +241,7 @@ def spread_over_layers(
     snapshot = ParameterSnapshot(lm)
     snapshot.record(names)
     targets = z.to(lm.device, torch.float64).T  # (d, n)
-    deltas: dict[str, torch.Tensor] = {}
+    deltas: dict[str, torch.Tensor | LowRankDelta] = {}
     details = []
     try:
         for index, (layer, name) in enumerate(zip(layers, names, strict=True)):
@@ -248,12 +251,12 @@ def spread_over_layers(
             residual = targets - current
             share = residual / (len(layers) - index)
             written_share, through_norm = _mlp_output_share(lm, requests, layer, share, hparams.fact_token)
-            delta = solve(layer, keys, written_share)  # (d, d_k)
+            solved = solve(layer, keys, written_share)
             parameter = lm.parameter(name)
-            stored = lm.anatomy.as_update(delta).to(parameter.dtype)
+            deltas[name] = _stored_delta(lm, solved, parameter.dtype)
+            delta = solved.dense() if isinstance(solved, LowRankDelta) else solved  # (d, d_k) float64
             with torch.no_grad():
-                parameter.add_(stored)  # deeper layers' keys and the residual see this layer's edit
-            deltas[name] = stored
+                parameter.add_(as_dense(deltas[name], parameter.device))  # deeper layers see this layer's edit
             written = delta @ keys
             details.append({
                 **({"share_through_norm": through_norm} if through_norm is not None else {}),
@@ -268,7 +271,16 @@ def spread_over_layers(
             })
     finally:
         snapshot.restore()
-    return deltas, details
+    return Deltas(deltas), details
+
+
+def _stored_delta(lm: LoadedModel, solved: torch.Tensor | LowRankDelta, dtype: torch.dtype) -> torch.Tensor | LowRankDelta:
+    """A solver's (d, d_k) float64 ΔW in the parameter's orientation: its factors (formed in float64,
+    cast to ``dtype``) while they are smaller than the dense matrix, else the dense matrix in ``dtype``."""
+    if isinstance(solved, LowRankDelta):
+        stored = LowRankDelta(solved.u, solved.v, dtype)
+        return compact(stored.transposed() if lm.anatomy.transposed else stored)
+    return lm.anatomy.as_update(solved).to(dtype)
 
 
 def _mlp_output_share(lm: LoadedModel, requests: Sequence[EditRequest], layer: int, share: torch.Tensor,
@@ -285,11 +297,12 @@ def _mlp_output_share(lm: LoadedModel, requests: Sequence[EditRequest], layer: i
 
 
 def memit_solver(moments: Mapping[int, torch.Tensor], weight: float) -> LayerSolver:
-    """ΔW = R Kᵀ (λ C + K Kᵀ)⁻¹, solved as A = (λ C + K Kᵀ)⁻¹ K, ΔW = R Aᵀ, in float64."""
-    def solve(layer: int, keys: torch.Tensor, share: torch.Tensor) -> torch.Tensor:
+    """ΔW = R Kᵀ (λ C + K Kᵀ)⁻¹, solved as A = (λ C + K Kᵀ)⁻¹ K, ΔW = R Aᵀ, in float64: returned as
+    the factors U = R (d, n), V = A (d_k, n), rank ≤ n requests."""
+    def solve(layer: int, keys: torch.Tensor, share: torch.Tensor) -> LowRankDelta:
         moment = moments[layer].to(keys.device, torch.float64)
         adjusted = torch.linalg.solve(weight * moment + keys @ keys.T, keys)  # (d_k, n)
-        return share @ adjusted.T
+        return LowRankDelta(share, adjusted, torch.float64)
     return solve
 
 

@@ -19,7 +19,8 @@ For one request at layer l, with W the MLP output projection (y = W k + b):
 * ``"prompt"``: r-ROME's alternative — the bare-prompt key k everywhere.
 
 Several requests are applied one after another, each computed on the model as edited by the
-previous ones; the returned deltas are their sum.
+previous ones; the returned deltas are their sum, kept as factors (one column pair per request:
+:class:`~kedit.edits.LowRankDelta`) while that is smaller than the dense matrix.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from kedit.edits import ParameterSnapshot, WeightEdit
+from kedit.edits import LowRankDelta, ParameterSnapshot, WeightEdit
+from kedit.edits.deltas import compact
 from kedit.errors import KeditError, KeditWarning
 from kedit.methods.base import register
 from kedit.methods.hparams import build_hparams, single_layer_alias
@@ -127,11 +129,16 @@ def _warn_if_amplified(request: EditRequest, denominator: float, paper_denominat
 
 @dataclass(frozen=True)
 class RankOneUpdate:
-    delta_weight: torch.Tensor  # (d_out, d_k), y = W k orientation
+    factors: LowRankDelta  # (d_out, d_k), y = W k orientation: U = residual / denominator, V = C⁻¹k (float64)
     denominator: float
     losses: tuple[float, ...]
     target_norm: float
     delta_norm: float
+
+    @property
+    def delta_weight(self) -> torch.Tensor:
+        """The dense (d_out, d_k) update in the weight's dtype."""
+        return self.factors.dense()
 
 
 def rank_one_update(
@@ -162,9 +169,8 @@ def rank_one_update(
     if hparams.key_mode == "original":
         _warn_if_amplified(request, float(denominator), float(torch.dot(c_inv_key, key_star.double())))
     residual = target.value.double() - (weight @ key_for_value + bias)  # (d_out,)
-    delta_weight = torch.outer(residual, c_inv_key) / denominator
     return RankOneUpdate(
-        delta_weight=delta_weight.to(module.weight.dtype),
+        factors=LowRankDelta((residual / denominator)[:, None], c_inv_key[:, None], module.weight.dtype),
         denominator=float(denominator),
         losses=target.losses,
         target_norm=float(target.value.norm()),
@@ -198,16 +204,15 @@ class ROME:
         templates = context_templates(lm, hparams.context_template_length_params, hparams.template_seed)
         snapshot = ParameterSnapshot(lm)
         snapshot.record([name])
-        total = torch.zeros_like(parameter)
+        parts: list[LowRankDelta] = []  # each request's rank-one update, stored orientation
         details = []
         try:
             for request in requests:
                 started = time.perf_counter()
                 update = rank_one_update(lm, request, hparams, templates, second_moment)
-                stored = lm.anatomy.as_update(update.delta_weight)
+                parts.append(update.factors.transposed() if lm.anatomy.transposed else update.factors)
                 with torch.no_grad():
-                    parameter.add_(stored)  # later requests see earlier ones
-                total += stored
+                    parameter.add_(parts[-1].dense(parameter.device))  # later requests see earlier ones
                 details.append({
                     "subject": request.subject,
                     "seconds": time.perf_counter() - started,
@@ -222,7 +227,8 @@ class ROME:
             method=self.name,
             requests=tuple(requests),
             hparams=asdict(hparams),
-            deltas={name: total},
+            # Σ of the rank-one updates: factors side by side (rank = requests) while smaller than dense
+            deltas={name: compact(LowRankDelta.concatenate(parts))} if parts else {name: torch.zeros_like(parameter)},
             base_fingerprint=lm.fingerprint,
             info={"layer": layer, "requests": details},
         )
