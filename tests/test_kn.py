@@ -198,6 +198,11 @@ def test_refining_keeps_neurons_shared_by_more_than_the_fraction_and_adjusts_it_
     assert int(capped.neurons.sum()) == 2 and capped.rounds == 1
     nothing = refine_neurons(_coarse("000", "000"), 0.7, (2, 5), 0.05, 6)
     assert not nothing.neurons.any()  # no neuron is ever shared: the fraction runs out, none kept
+    # 7 neurons in every one of 3 prompts, 1 in two: too many at every p < 1, none at p = 1 (more
+    # than 3 of 3 prompts); the range is never hit and the closest non-empty count is kept (7 at
+    # p = 0.7, visited first)
+    jumpy = refine_neurons(_coarse("11111111", "11111111", "11111110"), 0.7, (2, 5), 0.1, 6)
+    assert int(jumpy.neurons.sum()) == 7 and jumpy.fraction == pytest.approx(0.7) and jumpy.rounds == 3
 
 
 # ----------------------------------------------------------------------------------------- the edit

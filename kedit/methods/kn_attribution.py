@@ -240,21 +240,36 @@ def refine_neurons(coarse: torch.Tensor, fraction: float, count_range: tuple[int
                    step: float = 0.05, rounds: int = 6) -> Refined:
     """Neurons shared by more than ``fraction`` of the prompts; with ``count_range`` = (lo, hi) the
     fraction is lowered (too few) or raised (too many) by ``step`` for at most ``rounds`` rounds,
-    stopping as soon as the count lies in [lo, hi] or the fraction would leave [0, 1]."""
+    stopping as soon as the count lies in [lo, hi], the count jumps past the range (the move would
+    turn back) or the fraction would leave [0, 1].
+
+    With few prompts the count moves in jumps (from 7 shared neurons to none when p·n passes n − 1),
+    so the range may never be hit: then the fraction whose count came closest to it is kept (the
+    first such one, i.e. the one nearest the starting fraction), an empty set only if nothing else
+    was seen."""
     kept = shared_by_more_than(coarse, fraction)
-    made = 0
-    if count_range is not None:
-        low, high = count_range
-        while made < rounds:
-            count = int(kept.sum())
-            if low <= count <= high:
-                break
-            moved = fraction - step if count < low else fraction + step
-            if not 0.0 <= moved <= 1.0 + 1e-12:
-                break
-            fraction, made = round(moved, 12), made + 1
-            kept = shared_by_more_than(coarse, fraction)
-    return Refined(kept, fraction, made)
+    if count_range is None:
+        return Refined(kept, fraction, 0)
+    low, high = count_range
+
+    def distance(count: int) -> float:
+        if count == 0 and low > 0:
+            return math.inf  # no neuron at all: kept only when every fraction tried gives none
+        return low - count if count < low else max(0, count - high)
+
+    visited = [(distance(int(kept.sum())), 0, fraction, kept)]
+    made, direction = 0, 0
+    while made < rounds and visited[-1][0] > 0:
+        wanted = -1 if int(visited[-1][3].sum()) < low else 1  # lower p for more neurons, raise it for fewer
+        moved = round(visited[-1][2] + wanted * step, 12)
+        if direction and wanted != direction or not 0.0 <= moved <= 1.0:
+            break  # the count jumped over the range (turning back would only revisit), or p ran out
+        direction = wanted
+        made += 1
+        kept = shared_by_more_than(coarse, moved)
+        visited.append((distance(int(kept.sum())), made, moved, kept))
+    best = min(visited, key=lambda entry: (entry[0], entry[1]))
+    return Refined(best[3], best[2], made)
 
 
 def selected(neurons: torch.Tensor, layers: Sequence[int], scores: torch.Tensor) -> list[tuple[int, int, float]]:

@@ -118,7 +118,8 @@ def corpus_fisher(lm: LoadedModel, names: Sequence[str], corpus: str | Sequence[
         return {name: cached[name] for name in names}
     windows = text_windows(lm, corpus, n_texts, text_tokens)
     parameters = [lm.parameter(name) for name in names]
-    bar: Iterator = tqdm(windows, desc="Fisher information", unit="text", disable=not progress, leave=False)
+    bar: Iterator = tqdm(windows, desc="Fisher information", unit="text", disable=None if progress else True,
+                         leave=False)  # None: shown on a terminal only
     values = diagonal_fisher(parameters, (_window_loss(lm, window) for window in bar))
     result = {name: value.cpu().contiguous() for name, value in zip(names, values, strict=True)}
     with atomic_path(path) as tmp:
