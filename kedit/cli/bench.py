@@ -96,6 +96,25 @@ def _survey_table(summary: Mapping[str, Any]) -> Table:
     return table
 
 
+def _lifelong_line(summary: Mapping[str, Any]) -> str | None:
+    """Edit retention and upstream accuracy of a sequential run's final state (kedit.evaluate.lifelong)."""
+    block = (summary.get("lifelong") or {}).get("post")
+    if not block:
+        return None
+    return (f"lifelong (token): edit retention {_fmt(block.get('edit_retention'))}, upstream accuracy "
+            f"{_fmt(block.get('upstream_accuracy'))} (retention {_fmt(block.get('upstream_retention'))})")
+
+
+def _upstream_data(upstream: str | None, upstream_n: int, held_out: int) -> tuple[tuple[Case, ...], dict[str, Any] | None]:
+    """The cases of ``--upstream NAME:PATH`` (a held-out set from its own file) and what run.json records of it."""
+    if upstream is None:
+        return (), None
+    if held_out:
+        raise KeditError("--upstream and --held-out both give the held-out set; use one of them")
+    chosen = load_bench_data(upstream, upstream_n, 0)
+    return chosen.cases, dict(chosen.spec) | {"n": len(chosen.cases)}
+
+
 def _without_training_overlap(lm: Any, method: str, hparams_file: Path | None, overrides: dict[str, Any],
                               chosen: BenchData, n: int, held_out: int, log: Any,
                               seen_by: Path | None = None) -> BenchData:
@@ -139,6 +158,11 @@ def bench(
     device: common.DeviceOption = "cpu",
     start_token: common.StartTokenOption = "auto",
     held_out: Annotated[int, typer.Option(min=0, help="Cases after the first N kept unedited to measure drawdown.")] = 0,
+    upstream: Annotated[str | None, typer.Option(help="A held-out set from its own file, NAME:PATH (instead of "
+                                                 "--held-out): never edited; every state measures the token accuracy "
+                                                 "of its true answers — drawdown, and in sequential runs upstream "
+                                                 "accuracy at each checkpoint (GRACE's TRR).")] = None,
+    upstream_n: Annotated[int, typer.Option(min=1, help="How many cases of --upstream (its first ones).")] = 100,
     eval_batch: Annotated[int, typer.Option(min=1, help="Cases whose probes share one batched scoring call.")] = 64,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
     drop_training_overlap: Annotated[bool, typer.Option(
@@ -155,24 +179,34 @@ def bench(
     parsed_mode = parse_mode(mode)
     common.check_method(method, hparams, overrides)
     dropping = drop_training_overlap or drop_seen_by is not None
+    upstream_cases, upstream_spec = _upstream_data(upstream, upstream_n, held_out)
     chosen = load_bench_data(data, 10**9 if dropping else n, 0 if dropping else held_out)
     log = common.stderr_console()
     log.print(f"{len(chosen.cases)} case(s) from {escape(data)}"
               + (f", {len(chosen.held_out)} held out" if chosen.held_out else "")
+              + (f", {len(upstream_cases)} upstream from {escape(str(upstream))}" if upstream_cases else "")
               + f"; {escape(method)} in {parsed_mode.spec} mode; writing to {escape(str(out))}")
     lm, _ = common.load_lm(model, device, log, start_token)
     if dropping:
         chosen = _without_training_overlap(lm, method, hparams, overrides, chosen, n, held_out, log, drop_seen_by)
+    if upstream_cases:
+        edited = {(case.request.text, case.request.target_true) for case in chosen.cases}
+        if shared := sum((case.request.text, case.request.target_true) in edited for case in upstream_cases):
+            raise KeditError(f"--upstream {upstream} holds {shared} of the cases edited from --data; "
+                             "take another file, or --held-out N for the cases after the first --n")
+        chosen = BenchData(chosen.cases, upstream_cases, chosen.spec)
     try:
         summary = run_bench(lm, method, chosen.cases, mode=parsed_mode, out_dir=out, overrides=overrides,
                             resume=resume, progress=progress, eval_batch=eval_batch, held_out=chosen.held_out,
                             hparams_file=hparams, model_name=model, data=chosen.spec,
-                            command=command_line())
+                            command=command_line(), held_out_data=upstream_spec)
     except KeyboardInterrupt:
         log.print(f"[yellow]interrupted:[/] finished cases are in {escape(str(out))}; "
                   "run the same command with --resume to continue")
         raise
     console = common.stdout_console()
     console.print(_survey_table(summary))
+    if lifelong := _lifelong_line(summary):
+        console.print(lifelong)
     console.print(f"{summary['cases']} case(s); {_fmt(summary.get('cases_per_second'))} cases/s this session; "
                   f"results: {escape(str(out))}")

@@ -39,6 +39,7 @@ from kedit.edits import Edit, EditStack
 from kedit.errors import KeditError, KeditWarning
 from kedit.evaluate.evaluation import ProbeLayout, layout_probes, summarize
 from kedit.evaluate.evaluation import case_record as evaluation_case_record
+from kedit.evaluate.lifelong import lifelong_summary
 from kedit.evaluate.survey import HELD_OUT, held_out_block, held_out_probe_case, survey_summary
 from kedit.methods import load_edit, method_for
 from kedit.methods.base import hparams_dict, is_trained, open_session
@@ -386,7 +387,7 @@ def _state_records(plan: _Plan, count: int, before: Mapping[int, list[TargetScor
 
 
 def _checkpoint(plan: _Plan, records: Sequence[dict[str, Any]], count: int) -> None:
-    summary = summarize(records) | survey_summary(records)
+    summary = summarize(records) | survey_summary(records) | lifelong_summary(records)
     append_lines(plan.out_dir / CURVE_FILE, [{"n_edits": count, "summary": summary}])
 
 
@@ -468,7 +469,8 @@ def _run_sequential(plan: _Plan, clock: _Clock, restore: bool) -> None:
 
 def run_info(lm: LoadedModel, method: str, mode: Mode, cases: Sequence[Case], held_out: Sequence[Case],
              hparams: Mapping[str, Any], *, model_name: str | None, data: Mapping[str, Any] | None,
-             command: str | None, batch_capable: bool) -> dict[str, Any]:
+             command: str | None, batch_capable: bool, held_out_data: Mapping[str, Any] | None = None
+             ) -> dict[str, Any]:
     """The run.json of a bench run (what kedit.reports.runs reads)."""
     return {
         "kind": BENCH,
@@ -477,7 +479,8 @@ def run_info(lm: LoadedModel, method: str, mode: Mode, cases: Sequence[Case], he
         "batch_capable": batch_capable,
         "hparams": dict(hparams),
         "data": {**dict(data or {}), "cases_sha256": cases_digest(cases), "n": len(cases)},
-        "held_out": {"n": len(held_out), "cases_sha256": cases_digest(held_out) if held_out else None},
+        "held_out": {"n": len(held_out), "cases_sha256": cases_digest(held_out) if held_out else None,
+                     **({"data": dict(held_out_data)} if held_out_data else {})},
         "mode": mode.kind,
         "mode_spec": mode.spec,
         "batch_size": mode.unit,
@@ -497,6 +500,7 @@ def _summary(out_dir: Path, info: Mapping[str, Any], clock: _Clock, n: int) -> d
     return {
         **summarize(records),
         **survey_summary(records),
+        **(lifelong_summary(records) if info.get("mode") == SEQUENTIAL else {}),
         "kind": BENCH,
         "model": info.get("model"),
         "method": info.get("method"),
@@ -541,11 +545,14 @@ def run_bench(
     data: Mapping[str, Any] | None = None,
     command: str | None = None,
     restore: bool = True,
+    held_out_data: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run ``cases`` through ``method`` in ``mode``, writing the run directory ``out_dir``; return the summary.
 
     ``held_out`` cases are never edited; their probes (see :func:`held_out_probe_case`) measure
-    drawdown. ``data`` (name, path, sha256 of the file) is recorded in run.json. The model is left
+    drawdown and, in sequential runs, upstream accuracy (:mod:`kedit.evaluate.lifelong`, in every
+    curve line and the summary); ``held_out_data`` (the file they came from, when not ``data``'s)
+    is recorded in run.json. ``data`` (name, path, sha256 of the file) is recorded in run.json. The model is left
     with its original weights unless ``restore=False`` in sequential mode (then the edits stay).
     """
     cases = list(cases)
@@ -560,7 +567,7 @@ def run_bench(
     hparams = hparams_dict(resolved)
     held_cases = [held_out_probe_case(case) for case in held_out]
     info = run_info(lm, method, mode, cases, list(held_out), hparams, model_name=model_name, data=data,
-                    command=command, batch_capable=chosen.batch_capable)
+                    command=command, batch_capable=chosen.batch_capable, held_out_data=held_out_data)
     if is_trained(chosen):
         info["trained_editor"] = _checked_trained_editor(lm, chosen, resolved, [*cases, *held_out], data)
     out_dir = Path(out_dir)

@@ -59,7 +59,18 @@ SURVEY_PROBABILITY = MetricGroup("survey_probability", "Survey metrics, probabil
 FLUENCY = MetricGroup(
     "fluency", "Fluency (generated text)", headline=(), extra=(MetricSpec("ngram_entropy", "n-gram entropy"),),
 )
+# Lifelong editing (kedit.evaluate.lifelong): in sequential runs' curve lines and summaries only, so
+# it is drawn as curves (beside the groups above), not in the headline tables or bars.
+LIFELONG = MetricGroup(
+    "lifelong", "Lifelong editing, token protocol (GRACE's ERR and TRR)",
+    headline=(MetricSpec("edit_retention", "edit retention (ERR)"),
+              MetricSpec("upstream_accuracy", "upstream accuracy (TRR)"),
+              MetricSpec("upstream_retention", "upstream retention")),
+    extra=(MetricSpec("edit_retention_rate", "edits recalled perfectly"),),
+    has_baseline=False,
+)
 GROUPS = (PROBABILITY, TOKEN, SURVEY, SURVEY_PROBABILITY)
+CURVE_GROUPS = (*GROUPS, LIFELONG)
 TABLE_GROUPS = (*GROUPS, FLUENCY)
 POST, PRE = "post", "pre"
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from kedit.reports.comparison import (
+    CURVE_GROUPS,
     GROUPS,
     TABLE_GROUPS,
     MetricGroup,
@@ -177,7 +178,7 @@ def plots_section(runs: Sequence[Run], plots: Mapping[str, str]) -> list[str]:
 def curve_table(run: Run, label: str) -> str:
     """One row per checkpoint of one sequential run, the headline metrics of every group it has."""
     columns = [
-        (group, spec) for group in GROUPS for spec in group.headline if curves([run], group, spec.key)
+        (group, spec) for group in CURVE_GROUPS for spec in group.headline if curves([run], group, spec.key)
     ]
     rows = []
     for point in run.curve:
@@ -187,7 +188,7 @@ def curve_table(run: Run, label: str) -> str:
 
 
 def groups_with_lines(runs: Sequence[Run], estimates: Estimates) -> list[MetricGroup]:
-    return [g for g in GROUPS if any(curve_lines(runs, g, spec.key, estimates) for spec in g.headline)]
+    return [g for g in CURVE_GROUPS if any(curve_lines(runs, g, spec.key, estimates) for spec in g.headline)]
 
 
 def curves_section(runs: Sequence[Run], plots: Mapping[str, str]) -> list[str]:
@@ -201,7 +202,7 @@ def curves_section(runs: Sequence[Run], plots: Mapping[str, str]) -> list[str]:
         "measured there, where the run kept them (its final records are those of its last checkpoint)."
         + (" The x axis is logarithmic; checkpoints at 0 edits appear in the tables only." if log else "")
     ]
-    for group in GROUPS:
+    for group in CURVE_GROUPS:
         if (name := plots.get(curves_plot_name(group))) is not None:
             parts.append(_image(name, f"{group.title} against the number of edits"))
     parts.extend(curve_table(run, label) for run, label in sequential)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from kedit.reports.comparison import (
+    LIFELONG,
     PRE,
     SURVEY,
     SURVEY_PROBABILITY,
@@ -114,6 +115,18 @@ def case_values(records: Sequence[Mapping[str, Any]], group: MetricGroup, key: s
             found = [_drawdown(record, protocol, held_out) for record in records]
         elif (protocol, key) in _SURVEY_SOURCE:
             found = [indicator(metric(record, protocol, POST, _SURVEY_SOURCE[protocol, key])) for record in records]
+        else:
+            return None
+        values = [v for v in found if v is not None]
+        return (np.array(values), column_mean) if values else None
+    if group.name == LIFELONG.name:
+        # edit retention is the mean of the edited cases' token reliability, its rate the fraction
+        # equal to 1 (kedit.evaluate.lifelong); the upstream numbers are one value per state
+        reliability = [metric(record, "token", POST, "reliability") for record in records]
+        if key == "edit_retention":
+            found = reliability
+        elif key == "edit_retention_rate":
+            found = [indicator(value) for value in reliability]
         else:
             return None
         values = [v for v in found if v is not None]

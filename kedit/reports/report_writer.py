@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kedit.errors import KeditError
 from kedit.paths import atomic_path
-from kedit.reports.comparison import GROUPS
+from kedit.reports.comparison import CURVE_GROUPS, GROUPS
 from kedit.reports.comparison_page import (
     bars_plot_name,
     comparison_report,
@@ -55,7 +55,7 @@ def _write_text(path: Path, text: str) -> Path:
 
 
 def _plot_names() -> set[str]:
-    return {name for group in GROUPS for name in (bars_plot_name(group), curves_plot_name(group))}
+    return {name for group in CURVE_GROUPS for name in (bars_plot_name(group), curves_plot_name(group))}
 
 
 def write_comparison_plots(runs: list[Run], out_dir: Path, estimates: Estimates) -> list[Path]:
