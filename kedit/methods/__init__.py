@@ -13,6 +13,7 @@ from kedit.methods import (
     mle,  # noqa: F401  (registers "mle")
     rome,  # noqa: F401  (registers "rome")
     serac,  # noqa: F401  (registers "serac" and the "edit-memory" edit kind)
+    wise,  # noqa: F401  (registers "wise" and the "wise-memory" edit kind)
 )
 from kedit.methods.base import get_method, method_for, register, registered_methods
 
