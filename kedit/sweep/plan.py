@@ -111,7 +111,7 @@ def _check_search(where: str, search: SearchSettings, base: Path, seen: dict[Any
             try:
                 method.default_hparams(None, hparams, overrides)
             except KeditError as error:
-                raise SweepError(f"{where}: space.{dimension.name}: {error}") from None
+                raise SweepError(f"{where}.space.{dimension.name}: {error}") from None
     if search.evaluation is not None:
         _refuse_overlap(where, checked.settings, search.evaluation, base)
     return PlannedSearch(search, checked)
