@@ -104,6 +104,7 @@ BAD = [
     ({"runs": [{"method": "rome", "mode": "batches:2"}]}, "runs[0] (rome): mode: unknown mode 'batches:2'"),
     ({"runs": [{"method": "rome", "nn": 3}]}, "runs[0] (rome): unknown field 'nn' (did you mean 'n'?)"),
     ({"runs": [{"method": "rome", "n": 0}]}, "runs[0] (rome): n must be a whole number >= 1"),
+    ({"runs": [{"method": "rome", "n": 99}]}, "gives 12 case(s), fewer than n = 99"),
     ({"runs": [{"method": "rome", "mode": "sequential", "shards": 2}]}, "shards: only single-mode runs"),
     ({"grid": {"method": "rome"}}, "grid.method: expected a list of values or a range"),
     ({"runs": [{"method": "rome", "data": "cases:{data}.missing"}]}, "does not exist"),
