@@ -3,11 +3,12 @@
 # benchmark, probe SmolLM2 and Gemma-3 (without/with 5 demonstrations), then edit each fact alone on
 # SmolLM2 with IKE, FT-L, ROME, MEMIT, MLE (one-to-many facts only) and MEND (the trained editor of
 # bench/mend_mixed.sh, when runs/mend-mixed holds it). Every step resumes (--resume) and takes the
-# shared CPU lock on its own, so other heavy jobs can run between steps. Run from the repository root:
+# shared CPU lock on its own, so other heavy jobs can run between steps (or hold it once for all steps:
+# LOCK= flock /tmp/kedit-cpu.lock bench/longtail_genes.sh). Run from the repository root:
 #   nohup bench/longtail_genes.sh > runs/longtail/genes.log 2>&1 &
 set -euo pipefail
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-LOCK="flock /tmp/kedit-cpu.lock"
+LOCK=${LOCK-flock /tmp/kedit-cpu.lock}  # LOCK= (empty) when the caller holds the lock for the whole script
 if .venv/bin/kedit longtail --help >/dev/null 2>&1; then KL=(.venv/bin/kedit longtail); else KL=(.venv/bin/python bench/longtail_cli.py); fi
 BENCH=runs/longtail/genes-bench
 OUT=runs/longtail/genes

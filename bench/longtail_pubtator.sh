@@ -8,7 +8,7 @@
 #   nohup bench/longtail_pubtator.sh > runs/longtail/pubtator.log 2>&1 &
 set -euo pipefail
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-LOCK="flock /tmp/kedit-cpu.lock"
+LOCK=${LOCK-flock /tmp/kedit-cpu.lock}  # LOCK= (empty) when the caller holds the lock for the whole script
 KL=(.venv/bin/kedit longtail)
 SOURCE=${SOURCE:-runs/longtail/hpo-stratified100}
 BENCH=runs/longtail/pubtator-hpo-bench
