@@ -132,3 +132,20 @@ def test_a_tune_search_writes_the_best_configuration_for_hparams(ray_home, tiny_
     hparams = get_method("ft-l").default_hparams(None, best.file, {})
     assert hparams.norm_constraint == best.values["norm_constraint"] and hparams.num_steps == 2
     assert yaml.safe_load(best.file.read_text())["norm_constraint"] == best.values["norm_constraint"]
+
+
+def test_a_space_of_lists_is_searched_exhaustively_and_rounded_samples_are_one_trial(tiny_folder, data_file, tmp_path):
+    require(importlib.util.find_spec("ray") is not None, "Ray (pip install 'kedit[ray]')")
+    from kedit.sweep.search import _space, exhaustive, trial_for
+
+    def planned(space):
+        return make_plan(write_sweep(tmp_path, {"shared": {"model": str(tiny_folder)}, "search": {
+            "method": "ft-l", "data": f"cases:{data_file}", "n": 4, "space": space}})).search
+
+    listed = planned({"norm_constraint": [1e-3, 1e-2]})
+    assert exhaustive(listed) and _space(listed) == {"norm_constraint": {"grid_search": [0.001, 0.01]}}
+    sampled = planned({"norm_constraint": {"from": 1e-4, "to": 1e-1, "log": True}})
+    assert not exhaustive(sampled)
+    first, second = trial_for(sampled, {"norm_constraint": 0.0073154}), trial_for(sampled, {"norm_constraint": 0.007318})
+    assert first.values == second.values == {"norm_constraint": 0.00732} and first.name == second.name
+    assert first.spans == ((0, 1), (1, 2), (2, 3), (3, 4))  # report_every defaults to n // 5, at least 1

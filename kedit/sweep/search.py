@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from kedit.paths import atomic_path, write_json_atomic
+from kedit.paths import atomic_path, exclusive_lock, lock_path, write_json_atomic
 from kedit.runs import SUMMARY_FILE
 from kedit.sweep.drive import prepare_directory, task_command
 from kedit.sweep.layout import SweepLayout
@@ -100,16 +100,10 @@ def _records_so_far(layout: SweepLayout, trial: Trial, chunks: int, cases: Any) 
 def run_trial(config: dict[str, Any], search: PlannedSearch, root: str, command: str | None, threads: int) -> None:
     """Tune's trainable: one trial, chunk by chunk, reporting the metric after each (in a Ray worker)."""
     import torch
-    from ray import tune
     from transformers.utils import logging as transformers_logging
 
-    from kedit.evaluate.evaluation import summarize
-    from kedit.evaluate.runner import run_bench
     from kedit.models.loading import load_model
     from kedit.sweep.cases import run_cases
-    from kedit.sweep.layout import DONE, RUNNING
-    from kedit.sweep.merge import merge_shards
-    from kedit.sweep.worker import SHARD_KEY, write_status
 
     torch.set_num_threads(threads)
     transformers_logging.disable_progress_bar()
@@ -118,6 +112,22 @@ def run_trial(config: dict[str, Any], search: PlannedSearch, root: str, command:
     settings = trial.settings
     data = run_cases(settings)
     lm = load_model(settings.model, device=settings.device, start_token=settings.start_token)
+    # Two samples that round to the same values are one trial: the second waits, then finds its chunks done.
+    with exclusive_lock(lock_path(layout.run_dir(trial.name))):
+        _run_chunks(search, layout, trial, data, lm, command, threads)
+
+
+def _run_chunks(search: PlannedSearch, layout: SweepLayout, trial: Trial, data: Any, lm: Any, command: str | None,
+                threads: int) -> None:
+    from ray import tune
+
+    from kedit.evaluate.evaluation import summarize
+    from kedit.evaluate.runner import run_bench
+    from kedit.sweep.layout import DONE, RUNNING
+    from kedit.sweep.merge import merge_shards
+    from kedit.sweep.worker import SHARD_KEY, write_status
+
+    settings = trial.settings
     for number, (start, stop) in enumerate(trial.spans):
         task = _chunk_task(layout, trial, number, command, threads)
         write_status(task, RUNNING, values=trial.values)
@@ -134,12 +144,19 @@ def run_trial(config: dict[str, Any], search: PlannedSearch, root: str, command:
         tune.report({OBJECTIVE: value if value is not None else math.nan, "cases": stop, "run": trial.name})
 
 
+def exhaustive(search: PlannedSearch) -> bool:
+    """A space of lists only is searched exhaustively: every combination once (random draws would repeat)."""
+    return all(dimension.choices for dimension in search.settings.space)
+
+
 def _space(search: PlannedSearch) -> dict[str, Any]:
     from ray import tune
 
     space = {}
     for dimension in search.settings.space:
-        if dimension.choices:
+        if exhaustive(search):
+            space[dimension.name] = tune.grid_search(list(dimension.choices))
+        elif dimension.choices:
             space[dimension.name] = tune.choice(list(dimension.choices))
         elif dimension.integer:
             space[dimension.name] = tune.randint(dimension.low, dimension.high + 1)  # randint excludes its upper end
@@ -198,8 +215,8 @@ def _trial_rows(layout: SweepLayout, search: PlannedSearch, configs: list[dict[s
 
     cases = run_cases(search.base.settings).cases
     rows = []
-    for config in configs:
-        trial = trial_for(search, config)
+    trials = {trial.name: trial for trial in (trial_for(search, config) for config in configs)}  # repeats once
+    for trial in trials.values():
         chunks = 0
         while chunks < len(trial.spans) and (layout.shard_dir(trial.name, chunks) / SUMMARY_FILE).is_file():
             chunks += 1
@@ -248,20 +265,22 @@ def run_search(plan: Plan, out: Path, address: str, *, cpus: float, gpus: float,
     try:
         settings = search.settings
         chunks = math.ceil(search.base.settings.n / settings.report_every)
+        trials = math.prod(len(d.choices) for d in settings.space) if exhaustive(search) else settings.samples
         shutil.rmtree(layout.tune / TRIALS, ignore_errors=True)  # Tune's records of an earlier session; ours stay
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, search=search, root=str(layout.root.resolve()), command=command,
                                  threads=threads), {"cpu": cpus, "gpu": gpus})
         tuner = tune.Tuner(
             trainable, param_space=_space(search),
-            tune_config=tune.TuneConfig(metric=OBJECTIVE, mode=settings.goal, num_samples=settings.samples,
+            tune_config=tune.TuneConfig(metric=OBJECTIVE, mode=settings.goal,
+                                        num_samples=1 if exhaustive(search) else settings.samples,
                                         scheduler=_scheduler(search, chunks),
                                         search_alg=BasicVariantGenerator(random_state=settings.search_seed)),
             run_config=tune.RunConfig(name=TRIALS, storage_path=str(layout.tune.resolve()), verbose=0))
-        log(f"search: {settings.samples} trial(s) of {search.base.settings.method} on Ray "
+        log(f"search: {trials} trial(s) of {search.base.settings.method} on Ray "
             f"({ray.cluster_resources().get('CPU', 0):g} CPU), {settings.scheduler}, "
             f"{chunks} report(s) of {settings.report_every} cases each")
-        results = _fit_with_progress(tuner, layout, settings.samples * search.base.settings.n, progress)
+        results = _fit_with_progress(tuner, layout, trials * search.base.settings.n, progress)
         configs = [dict(result.config) for result in results]
         errors = [str(result.error).splitlines()[0] for result in results if result.error is not None]
     finally:
