@@ -10,7 +10,7 @@ set -euo pipefail
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 LOCK=${LOCK-flock /tmp/kedit-cpu.lock}  # LOCK= (empty) when the caller holds the lock for the whole script
 KL=(.venv/bin/kedit longtail)
-SOURCE=${SOURCE:-runs/longtail/hpo-stratified100}
+SOURCE=${SOURCE:-runs/longtail/hpo-cells50}
 BENCH=runs/longtail/pubtator-hpo-bench
 OUT=runs/longtail/pubtator
 PER_CELL=${PER_CELL:-20}
