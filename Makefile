@@ -32,11 +32,11 @@ chromium:
 # The long-tail suite's subject-popularity axis reads the gene -> PubMed links of Debian's
 # r-bioc-org.hs.eg.db (an SQLite file; no R is run). Installed here when missing and apt-get can
 # run (root); otherwise those tests skip locally and fail under CI.
-orgdb:
-	@test -f /usr/lib/R/site-library/org.Hs.eg.db/extdata/org.Hs.eg.sqlite || \
+orgdb:  # gene -> PubMed, chromosome, locus type, GO (org.Hs.eg.db) and the GO term names (GO.db): SQLite, no R
+	@test -f /usr/lib/R/site-library/org.Hs.eg.db/extdata/org.Hs.eg.sqlite -a -f /usr/lib/R/site-library/GO.db/extdata/GO.sqlite || \
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
-	    (apt-get install -y -q --no-install-recommends r-bioc-org.hs.eg.db >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends r-bioc-org.hs.eg.db >/dev/null)); } || \
-	  echo "r-bioc-org.hs.eg.db not installed: the gene-popularity tests need it"
+	    (apt-get install -y -q --no-install-recommends r-bioc-org.hs.eg.db r-bioc-go.db >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends r-bioc-org.hs.eg.db r-bioc-go.db >/dev/null)); } || \
+	  echo "r-bioc-org.hs.eg.db / r-bioc-go.db not installed: the gene-popularity tests need them"
 
 test: $(STAMP) chromium orgdb
 	$(BIN)/ruff check kedit tests bench
