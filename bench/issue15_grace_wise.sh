@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Issue 15: GRACE and WISE on SmolLM2-135M, with their SmolLM2 defaults (grace.yaml / wise.yaml,
+# chosen on derived-10k by bench/grace_sweep.sh and bench/wise_sweep.sh).
+#  * ZsRE, single edits: the first 200 KnowEdit ZsRE test cases, each edited alone.
+#  * ZsRE, sequential: the first 1,000 KnowEdit ZsRE test cases edited one after another into one
+#    memory, measured after 1, 2, 5, 10, 20, 50, 100, 200, 500 and 1,000 edits (sequential:log: the
+#    states after T = 1, 10, 100, 1,000 edits are those of runs of T edits); the next 200 test cases
+#    are never edited (upstream accuracy, drawdown). /usr/bin/time records wall time and peak memory;
+#    bench/memory_held.py measures the memory the 1,000 edits hold.
+#  * The WISE sets (hallucination: the first 100 edit records; temporal: all 75), sequential.
+# WISE draws its unrelated texts from the derived-10k ZsRE training set's NQ questions (loc_pool).
+# Every run resumes: rerun the script after an interruption. Run under the shared CPU lock.
+set -euo pipefail
+TEST=knowedit:../shared/data/knowedit/ZsRE/ZsRE-test-all.json
+TRAIN=zsre-derived:../shared/data/zsre/derived-10k/zsre_mend_train_10000.json
+HALLU=wise:../shared/data/wise/hallucination-edit.json
+TEMPORAL=wise:../shared/data/wise/temporal-edit.json
+OUT=${OUT:-runs/issue15}
+RESULTS=${RESULTS:-docs/results/issue15}
+STEPS=${STEPS:-"single seq1000 sets"}
+K=".venv/bin/kedit bench --resume --no-progress"
+declare -A SETS=([grace]="" [wise]="--set loc_pool=$TRAIN")
+mkdir -p "$OUT" "$RESULTS"
+for step in $STEPS; do
+  for method in ${METHODS:-grace wise}; do
+    case $step in
+      single)
+        $K --method $method ${SETS[$method]} --data "$TEST" --n 200 --mode single --out "$OUT/zsre-$method-single" ;;
+      seq1000)
+        /usr/bin/time -v -o "$OUT/zsre-$method-seq1000.time" $K --method $method ${SETS[$method]} --data "$TEST" \
+          --n 1000 --held-out 200 --mode sequential:log --out "$OUT/zsre-$method-seq1000"
+        .venv/bin/python bench/memory_held.py --run "$OUT/zsre-$method-seq1000" \
+          --out "$RESULTS/$method-seq1000-memory.json" ;;
+      sets)
+        $K --method $method ${SETS[$method]} --data "$HALLU" --n 100 --mode sequential:log --out "$OUT/hallucination-$method"
+        $K --method $method ${SETS[$method]} --data "$TEMPORAL" --n 75 --mode sequential:log --out "$OUT/temporal-$method" ;;
+    esac
+  done
+done
