@@ -86,6 +86,10 @@ def run(
     from kedit.sweep.plan import make_plan
 
     planned = make_plan(sweep_file)
+    if ray is not None:
+        from kedit.sweep.ray_pool import import_ray
+
+        import_ray()  # not installed: say so before the sweep directory is made
     log = common.stderr_console()
     threads = max(1, int(cpus_per_run))
     command = command_line()
