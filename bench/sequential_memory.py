@@ -18,7 +18,7 @@ Two setups:
 ``--kedit-src DIR`` runs the children with another copy of the kedit package first on PYTHONPATH,
 e.g. the commit before the low-rank deltas, for a before/after table::
 
-    git archive 52e3b08 kedit | (mkdir -p runs/kedit-before && tar -x -C runs/kedit-before)
+    git archive cab532d kedit | (mkdir -p runs/kedit-before && tar -x -C runs/kedit-before)
     python bench/sequential_memory.py tiny --out runs/seqmem-tiny --ns 10 100 1000
     python bench/sequential_memory.py tiny --out runs/seqmem-tiny --ns 10 100 --kedit-src runs/kedit-before --label before
     python bench/sequential_memory.py real --out runs/seqmem-smollm2 --ns 10 100 --artifact runs/mend-mixed \\
