@@ -9,13 +9,19 @@ set -euo pipefail
 CF=counterfact-easyedit:../shared/data/counterfact/easyedit_counterfact-edit.json
 N_TRAINED=${N_TRAINED:-1000}; N_DIRECT=${N_DIRECT:-100}
 MEND=runs/mend-sweep/lr-1e-5
+PART=${PART:-all}  # trained (MEND, SERAC), direct (ROME, MEMIT, FT-L) or all
 K=".venv/bin/kedit bench --mode sequential:log --data $CF --resume --no-progress"
+if [ "$PART" != direct ]; then
 $K --method mend --set artifact=$MEND --n $N_TRAINED --drop-training-overlap --out runs/seq/mend
 $K --method mend --set artifact=runs/mend-sss --n $N_TRAINED --drop-training-overlap --out runs/seq/mend-sss
 for sss in 0 0.9; do
-  [ -d runs/serac-cf-sss$sss/artifact ] && $K --method serac --set artifact=runs/serac-cf-sss$sss --n $N_TRAINED \
-    --drop-seen-by $MEND --drop-training-overlap --out runs/seq/serac-sss$sss
+  if [ -d runs/serac-cf-sss$sss/artifact ]; then
+    $K --method serac --set artifact=runs/serac-cf-sss$sss --n $N_TRAINED --drop-seen-by $MEND \
+      --drop-training-overlap --out runs/seq/serac-sss$sss
+  fi
 done
+fi
+if [ "$PART" = trained ]; then exit 0; fi
 for m in rome memit ft-l; do
   $K --method $m --n $N_DIRECT --drop-seen-by $MEND --out runs/seq/$m
 done
