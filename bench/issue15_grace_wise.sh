@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Issue 15: GRACE and WISE on SmolLM2-135M, with their SmolLM2 defaults (grace.yaml / wise.yaml,
-# chosen on derived-10k by bench/grace_sweep.sh and bench/wise_sweep.sh).
+# Issue 15: GRACE and WISE on SmolLM2-135M, with the settings chosen on derived-10k (bench/grace_sweep.sh,
+# bench/wise_sweep.sh, bench/issue15_choose.py; the same values are the smollm2-135m defaults in
+# grace.yaml / wise.yaml).
 #  * ZsRE, single edits: the first 200 KnowEdit ZsRE test cases, each edited alone.
 #  * ZsRE, sequential: the first 1,000 KnowEdit ZsRE test cases edited one after another into one
 #    memory, measured after 1, 2, 5, 10, 20, 50, 100, 200, 500 and 1,000 edits (sequential:log: the
@@ -19,7 +20,8 @@ OUT=${OUT:-runs/issue15}
 RESULTS=${RESULTS:-docs/results/issue15}
 STEPS=${STEPS:-"single seq1000 sets"}
 K=".venv/bin/kedit bench --resume --no-progress"
-declare -A SETS=([grace]="" [wise]="--set loc_pool=$TRAIN")
+# optional hyperparameter files (e.g. written by bench/issue15_choose.py); without them the YAML defaults
+declare -A SETS=([grace]="${GRACE_HPARAMS:+--hparams $GRACE_HPARAMS}" [wise]="--set loc_pool=$TRAIN ${WISE_HPARAMS:+--hparams $WISE_HPARAMS}")
 mkdir -p "$OUT" "$RESULTS"
 for step in $STEPS; do
   for method in ${METHODS:-grace wise}; do
