@@ -364,8 +364,9 @@ def benchmark_section(bench: Benchmark, plots: Mapping[str, str], settings: Cell
     labels, levels = first.labels, first.levels
     level = levels[0]
     parts = [f"### {bench.title}", axis_note(bench),
-             f"Benchmark `{portable_path(str(first.data.get('path') or '?'))}` (cases sha256 "
-             f"`{bench.key[:12]}`).", _settings_line(settings),
+             f"Benchmark `{portable_path(str(first.data.get('path') or '?'))}`"
+             + (f" (cases sha256 `{digest[:12]}`)." if (digest := first.data.get("benchmark_sha256")) else "."),
+             _settings_line(settings),
              f"**Facts per {level}-level bin** (one-to-one / one-to-many)", counts_table(bench.runs, level, labels)]
     if bench.probes:
         parts += [f"#### Probing before editing ({level}-level bins)",

@@ -8,6 +8,7 @@ instead of leaving a gap that reads as zero.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -55,14 +56,19 @@ def bar_panel(axes: Axes, labels: Sequence[str], series: Sequence[Series], title
     """Grouped bars, a group per bin; error bars from the cells' intervals; ``empty`` where a cell has no facts."""
     positions = np.arange(len(labels))
     width = 0.8 / max(1, len(series))
+    # a bin where no series has a fact gets one "empty" in its middle; otherwise each missing bar its own
+    bare = {index for index in range(len(labels)) if all(entry.cells[index].estimate is None for entry in series)}
+    for index in bare:
+        _mark_empty(axes, positions[index], 0.0)
     for number, entry in enumerate(series):
         xs = positions - 0.4 + width * (number + 0.5)
         values = [0.0 if c.estimate is None else c.estimate for c in entry.cells]
         axes.bar(xs, values, width, color=entry.colour, label=entry.name, hatch=entry.hatch or None,
                  edgecolor="white" if entry.hatch else entry.colour, linewidth=0.4, zorder=2)
-        for x, found in zip(xs, entry.cells, strict=True):
+        for index, (x, found) in enumerate(zip(xs, entry.cells, strict=True)):
             if found.estimate is None:
-                _mark_empty(axes, x, width)
+                if index not in bare:
+                    _mark_empty(axes, x, width)
                 continue
             axes.errorbar([x], [found.estimate], yerr=[[found.estimate - found.low], [found.high - found.estimate]],
                           fmt="none", ecolor="black", elinewidth=0.8, capsize=2, zorder=3)
@@ -262,7 +268,9 @@ class LongTailPart:
 
 def _stem(bench: Benchmark) -> str:
     name = str(bench.first.manifest.get("source") or Path(str(bench.first.data.get("path") or "bench")).name)
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + f"-{bench.key[:6]}"
+    # a benchmark's key is its cases' sha256; runs written before it was recorded are keyed by their path
+    digest = bench.key if re.fullmatch(r"[0-9a-f]+", bench.key) else hashlib.sha256(bench.key.encode()).hexdigest()
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") + f"-{digest[:6]}"
 
 
 def write_longtail_part(directories: Iterable[Path], out_dir: Path, settings: CellSettings) -> LongTailPart:
