@@ -13,19 +13,26 @@ if .venv/bin/kedit longtail --help >/dev/null 2>&1; then KL=(.venv/bin/kedit lon
 BENCH=runs/longtail/genes-bench
 OUT=runs/longtail/genes
 PER_CELL=${PER_CELL:-20}   # facts per bin x cardinality that are edited (the probe takes all 25)
+STEPS=${STEPS:-probe fast slow mend}  # which groups of steps to run (probe; fast: IKE FT-L ROME; slow: MEMIT MLE; mend)
 LABELS=3                   # a one-to-many fact's own object + 2 others: MLE's labels and the other-object probes
 mkdir -p "$OUT"
 [ -f "$BENCH/manifest.json" ] || "${KL[@]}" genes --out "$BENCH" --n 25 --k 5
-for model in smollm2-135m gemma3-270m; do
+has() { case " $STEPS " in *" $1 "*) return 0;; esac; return 1; }
+has probe && for model in smollm2-135m gemma3-270m; do
   $LOCK "${KL[@]}" probe "$BENCH" --model "$model" --out "$OUT/probe-$model" --resume --no-progress
 done
-for method in ike ft-l rome memit; do
+methods=""
+has fast && methods="ike ft-l rome"
+has slow && methods="$methods memit"
+for method in $methods; do
   $LOCK "${KL[@]}" edit "$BENCH" --method "$method" --per-cell "$PER_CELL" --max-labels "$LABELS" \
     --out "$OUT/edit-smollm2-$method" --resume --no-progress
 done
-$LOCK "${KL[@]}" edit "$BENCH" --method mle --cardinality one-to-many --per-cell "$PER_CELL" --max-labels "$LABELS" \
+has slow && $LOCK "${KL[@]}" edit "$BENCH" --method mle --cardinality one-to-many --per-cell "$PER_CELL" --max-labels "$LABELS" \
   --out "$OUT/edit-smollm2-mle" --resume --no-progress
-if [ -f runs/mend-mixed/artifact/artifact.json ]; then
+if ! has mend; then
+  :
+elif [ -f runs/mend-mixed/artifact/artifact.json ]; then
   $LOCK "${KL[@]}" edit "$BENCH" --method mend --set artifact=runs/mend-mixed --per-cell "$PER_CELL" \
     --max-labels "$LABELS" --out "$OUT/edit-smollm2-mend" --resume --no-progress
 else

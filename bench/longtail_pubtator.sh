@@ -15,17 +15,23 @@ BENCH=runs/longtail/pubtator-hpo-bench
 OUT=runs/longtail/pubtator
 PER_CELL=${PER_CELL:-20}
 LABELS=3
+STEPS=${STEPS:-probe fast slow}  # which groups of steps to run (probe; fast: IKE FT-L ROME; slow: MEMIT MLE)
 if [ ! -f "$BENCH/manifest.json" ]; then
   [ -f "$SOURCE/manifest.json" ] || { echo "no $SOURCE: build it first (sh bench/longtail_build.sh)"; exit 1; }
   mkdir -p "$BENCH" && cp "$SOURCE"/cases.jsonl "$SOURCE"/demonstrations.jsonl "$SOURCE"/manifest.json "$BENCH"/
 fi
 mkdir -p "$OUT"
-for model in smollm2-135m gemma3-270m; do
+has() { case " $STEPS " in *" $1 "*) return 0;; esac; return 1; }
+has probe && for model in smollm2-135m gemma3-270m; do
   $LOCK "${KL[@]}" probe "$BENCH" --model "$model" --out "$OUT/probe-$model" --resume --no-progress
 done
-for method in ike ft-l rome memit; do
+methods=""
+has fast && methods="ike ft-l rome"
+has slow && methods="$methods memit"
+for method in $methods; do
   $LOCK "${KL[@]}" edit "$BENCH" --method "$method" --per-cell "$PER_CELL" --max-labels "$LABELS" \
     --out "$OUT/edit-smollm2-$method" --resume --no-progress
 done
-$LOCK "${KL[@]}" edit "$BENCH" --method mle --cardinality one-to-many --per-cell "$PER_CELL" --max-labels "$LABELS" \
+has slow && $LOCK "${KL[@]}" edit "$BENCH" --method mle --cardinality one-to-many --per-cell "$PER_CELL" --max-labels "$LABELS" \
   --out "$OUT/edit-smollm2-mle" --resume --no-progress
+true  # the last step may be skipped by STEPS
