@@ -67,7 +67,7 @@ def _share_templates(cpu_home, gpu_home) -> None:
     """Statistics are computed again on the GPU; the context templates are not: they are sampled from
     the model, and a seeded sampler draws other tokens on CUDA than on the CPU (seen on an H200: other
     templates, other keys, a 115 % different delta). Sharing the CPU's cached templates is also how
-    GPU runs reproduce CPU numbers (bench/gpu_campaign.py)."""
+    GPU runs reproduce CPU numbers (bench/sweeps/gpu_campaign.yaml with kedit sweep run)."""
     if (cpu_home / "templates").is_dir():
         shutil.copytree(cpu_home / "templates", gpu_home / "templates")
 
