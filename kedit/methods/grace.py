@@ -11,7 +11,8 @@ INPUT at a token, values replace its OUTPUT there, and each key has a deferral r
   label are replaced and its radius kept (kedit's choice: radii of 0 would answer no recomputed
   key, and in the reference's form, ε_j* = d/2 − 1e-5, neither entry would answer); the same label → EXPAND: ε_j* = d when d > ε_j* (``eps_expand: coverage``; with
   ``moving_average`` the key also moves to the mean of K_j* and q), and the entry's value is
-  trained again. The value of the entry that now holds q (v_new: U[0, 1)^d, ``val_init: cold``,
+  trained again (the expanded radius gets a relative slack of 1e-4, so q is not left on the boundary,
+  where recomputing it could land it outside). The value of the entry that now holds q (v_new: U[0, 1)^d, ``val_init: cold``,
   or the layer's own output at q, ``warm``) is trained with Adam (``edit_lr``) for ``n_iter`` steps
   on the token cross-entropy of the target after the prompt, the adaptor in place; nothing else
   is trained. Labels are compared as target strings (the reference compares the means of the two
@@ -75,6 +76,7 @@ METHOD = "grace"
 SWAP_NAME = "grace-codebook"
 DEFAULTS_YAML = Path(__file__).with_name("grace.yaml")
 VALUE_INITS = ("cold", "warm")
+BOUNDARY_SLACK = 1e-4  # relative: an expanded radius is d (1 + 1e-4), so the query that set it stays inside
 EXPANSIONS = ("coverage", "moving_average")
 
 
@@ -170,7 +172,9 @@ def update_codebook(entries: Sequence[Entry], query: torch.Tensor, label: str, i
         return CodebookUpdate(tuple(entries), j, "inside", d)
     key = 0.5 * near.key + 0.5 * query if eps_expand == "moving_average" else near.key
     updated = list(entries)
-    updated[j] = replace(near, key=key, radius=d)
+    # ε = d puts q on the boundary, where recomputing the key (another batch layout, a KV cache) can
+    # land it just outside; a relative slack of BOUNDARY_SLACK keeps it inside
+    updated[j] = replace(near, key=key, radius=d * (1 + BOUNDARY_SLACK))
     return CodebookUpdate(tuple(updated), j, "expand", d)
 
 
@@ -396,7 +400,7 @@ def train_value(lm: LoadedModel, path: str, layer: int, base: nn.Module, entries
             restore()
             hidden = final_hidden(lm, kwargs)[0, -len(target_ids):]  # (n_target, d_model)
             loss = F.cross_entropy(logits_from_hidden(lm, hidden).float(), labels)
-            (gradient,) = torch.autograd.grad(loss, [parameter], allow_unused=True)
+            gradient = torch.autograd.grad(loss, [parameter], allow_unused=True)[0] if loss.requires_grad else None
             if gradient is None:
                 raise KeditError(f"GRACE at {path}: the edit's own key does not reach entry {trained} "
                                  "(nothing was replaced while training); this is a bug, please report it")
