@@ -307,13 +307,15 @@ def comparison_report(
     command: str | None = None,
     estimates: Estimates | None = None,
     extra_sections: Sequence[str] = (),
+    extra_runs: int = 0,
 ) -> str:
     """The whole report page; ``plots`` maps each plot's standard name to its path relative to the page.
 
-    ``extra_sections`` (a suite's own results, e.g. the long-tail part) come right after the introduction.
+    ``extra_sections`` (a suite's own results, e.g. the long-tail part) come right after the introduction;
+    ``extra_runs`` counts the runs only they show (long-tail probe folders) in the title.
     """
     estimates = estimates or Estimates(IntervalSettings())
-    parts = [f"# kedit report: {len(runs)} run(s)"]
+    parts = [f"# kedit report: {len(runs) + extra_runs} run(s)"]
     intro = _subtitle(runs)
     if failures:
         intro += (f" {len(failures)} folder(s) could not be read: listed under “Runs that could not be read” "

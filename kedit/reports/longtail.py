@@ -310,8 +310,35 @@ def cost_table(runs: Sequence[LongTailRun]) -> str:
             evaluate = [float((r.get("seconds") or {}).get("evaluate", 0.0)) for r in run.records]
             rows.append([run.model, f"edit: {run.method}", str(len(edit)), f"{statistics.median(edit):.2f}",
                          f"{statistics.median(evaluate):.2f}", f"{(sum(edit) + sum(evaluate)) / 60:.1f}"])
-    return markdown_table(["model", "run", "facts", "median s per fact (edit)", "median s evaluation",
-                           "total minutes"], rows, text_columns=2)
+    return markdown_table(["model", "run", "facts", "median s per fact (probe, or the edit)",
+                           "median s per edit's evaluation", "total minutes"], rows, text_columns=2)
+
+
+def runs_table(runs: Sequence[LongTailRun]) -> str:
+    """Provenance of every run of the benchmark: folder, kind, model fingerprint, method, command."""
+    rows = []
+    for run in runs:
+        model = run.info.get("model") or {}
+        rows.append([f"`{portable_path(run.path)}`", run.kind, run.model, f"`{str(model.get('fingerprint', '?'))[:12]}`",
+                     run.method, str(len(run.records)), f"`{run.info.get('command') or '–'}`"])
+    return markdown_table(["folder", "kind", "model", "fingerprint", "method", "facts", "command"], rows,
+                          text_columns=7)
+
+
+def level_table(bench: Benchmark, settings: CellSettings) -> str:
+    """Probing (with demonstrations) and reliability after each edit, per level: the same facts in both bins."""
+    labels = bench.first.labels
+    rows = []
+    for level in bench.first.levels:
+        for run in bench.probes:
+            rows.append([level, f"probe {run.model}, with demonstrations",
+                         *(_cell_text(c) for c in level_cells(run, PROBE_VALUES["demonstrations"], "p", level,
+                                                               settings))])
+        for run in sorted(bench.edits, key=lambda r: (r.model, method_rank(r.method))):
+            rows.append([level, f"{run.method} ({run.model}): reliability after",
+                         *(_cell_text(c) for c in level_cells(run, EDIT_METRICS["post.reliability"], "r", level,
+                                                               settings))])
+    return markdown_table(["level", "run", *labels], rows, text_columns=2)
 
 
 # ----------------------------------------------------------------------------------------------- page
@@ -397,12 +424,12 @@ def benchmark_section(bench: Benchmark, plots: Mapping[str, str], settings: Cell
                       "too, MEMIT the own object only)",
                       markdown_table(["model", "difference", "metric", *labels], paired, text_columns=3)]
         parts += [f"![{role}]({plots[role]})" for role in ("edit", "edit_cardinality") if role in plots]
-    parts += level_section(bench, plots)
-    parts += ["#### Cost", cost_table(bench.runs)]
+    parts += level_section(bench, plots, settings)
+    parts += ["#### Cost", cost_table(bench.runs), "#### Runs", runs_table(bench.runs)]
     return parts
 
 
-def level_section(bench: Benchmark, plots: Mapping[str, str]) -> list[str]:
+def level_section(bench: Benchmark, plots: Mapping[str, str], settings: CellSettings) -> list[str]:
     levels = bench.first.levels
     if len(levels) < 2:
         reason = ("the subject-popularity axis counts documents only (a subject's articles), so there are no "
@@ -413,7 +440,8 @@ def level_section(bench: Benchmark, plots: Mapping[str, str]) -> list[str]:
              "The same facts binned by the documents and by the sentences in which subject and object both occur "
              "(side by side). A fact's sentence count is lower than its document count when the pair shares "
              "documents but not sentences, and higher when one document has several such sentences."]
-    return parts + [f"![{role}]({plots[role]})" for role in ("levels",) if role in plots]
+    return parts + [level_table(bench, settings)] + [f"![{role}]({plots[role]})" for role in ("levels",)
+                                                    if role in plots]
 
 
 def longtail_sections(runs: Sequence[LongTailRun], plots: Mapping[str, Mapping[str, str]],

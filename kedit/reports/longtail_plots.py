@@ -106,10 +106,10 @@ def line_panel(axes: Axes, labels: Sequence[str], series: Sequence[tuple[Series,
     axes.grid(alpha=0.3)
 
 
-def _figure(panels: int, height: float = 3.8) -> tuple[Figure, list[Axes]]:
+def _figure(panels: int, height: float = 3.8, width: float = 4.6) -> tuple[Figure, list[Axes]]:
     columns = min(3, panels)
     rows = -(-panels // columns)
-    figure = Figure(figsize=(4.6 * columns, height * rows + 0.9), layout="constrained")
+    figure = Figure(figsize=(width * columns, height * rows + 0.9), layout="constrained")
     grid = figure.subplots(rows, columns, squeeze=False, sharey=True)
     axes = list(grid.flat)
     for extra in axes[panels:]:
@@ -129,7 +129,7 @@ def _legend(figure: Figure, axes: Sequence[Axes]) -> None:
 
 def probe_figure(bench: Benchmark, level: str, settings: CellSettings) -> Figure:
     """Probing accuracy by bin, a line per model and prompt (no demonstrations: dotted; with: solid)."""
-    figure, (axes,) = _figure(1, 4.2)
+    figure, (axes,) = _figure(1, 4.2, 8.0)
     series = []
     for run in bench.probes:
         colour = method_colour(run.model)

@@ -105,7 +105,8 @@ def write_comparison_report(run_dirs: Iterable[str | Path], out_dir: str | Path,
     failures = [*failures, *longtail.failures]
     plots = [*plots, *longtail.plots]
     markdown = comparison_report(runs, failures, {path.name: path.name for path in plots}, command, estimates,
-                                 extra_sections=longtail.sections)
+                                 extra_sections=longtail.sections,
+                                 extra_runs=sum(run.kind == "probe" for run in longtail.runs))
     title = markdown.splitlines()[0].removeprefix("# ")
     markdown_path = _write_text(out_dir / MARKDOWN_FILE, markdown)
     html_path = _write_text(out_dir / HTML_FILE, markdown_to_html(markdown, out_dir, title))
