@@ -2,8 +2,8 @@
 
 For each of the paper's three findings, on every probe / edit run folder given:
 
-1. accuracy falls with frequency — probing accuracy of the most frequent bin minus the least
-   frequent one (two independent groups of facts: each resampled on its own);
+1. accuracy falls with frequency — probing accuracy of the most frequent bin that holds facts minus
+   the least frequent one (two independent groups of facts: each resampled on its own);
 2. editing helps but the gap persists — reliability gain (post − pre, paired per fact) in the
    least frequent bin, and the most-minus-least-frequent gap after the edit;
 3. one-to-many facts gain least — the gain of one-to-one minus that of one-to-many facts (two groups),
@@ -33,6 +33,13 @@ RESAMPLES, LEVEL, SEED = 10_000, 0.95, 0
 Value = Callable[[Mapping[str, Any]], float | None]
 
 
+def ends(run: LongTailRun) -> tuple[str, str]:
+    """The least frequent bin and the most frequent bin that holds facts (a small corpus fills only the lowest)."""
+    level = run.levels[0]
+    filled = [label for label in run.labels if any(in_cell(r, level, label, ALL) for r in run.records)]
+    return filled[0], filled[-1]
+
+
 def values(run: LongTailRun, value: Value, label: str, cardinality: str = ALL) -> list[float]:
     level = run.levels[0]
     return [v for r in run.records if in_cell(r, level, label, cardinality) if (v := value(r)) is not None]
@@ -58,7 +65,7 @@ def one_group(found: Sequence[float]) -> str:
 
 
 def probe_lines(run: LongTailRun) -> list[str]:
-    low, high = run.labels[0], run.labels[-1]
+    low, high = ends(run)
     lines = []
     for variant in ("plain", "demonstrations"):
         lines.append(f"| {run.model} | probe, {variant} | accuracy {high} − {low} | "
@@ -79,7 +86,7 @@ def probe_lines(run: LongTailRun) -> list[str]:
 
 
 def edit_lines(run: LongTailRun) -> list[str]:
-    low, high = run.labels[0], run.labels[-1]
+    low, high = ends(run)
     name = f"edit, {run.method}"
     post = EDIT_METRICS["post.reliability"]
     lines = [f"| {run.model} | {name} | reliability gain in {low} (paired) | {one_group(values(run, gain('reliability'), low))} |",
