@@ -121,6 +121,22 @@ def mle_lines(runs: Sequence[LongTailRun]) -> list[str]:
     return lines
 
 
+def relation_lines(run: LongTailRun) -> list[str]:
+    """Probing accuracy with demonstrations per relation and bin (means with intervals): the relation mix
+    differs between bins, so a trend over bins can come from which relations a bin holds."""
+    level = run.levels[0]
+    value = PROBE_VALUES["demonstrations"]
+    lines = []
+    for relation in sorted({r["longtail"]["relation"] for r in run.records}):
+        cells = []
+        for label in run.labels:
+            found = [v for r in run.records if r["longtail"]["relation"] == relation and in_cell(r, level, label, ALL)
+                     if (v := value(r)) is not None]
+            cells.append(one_group(found).replace("+", "") if found else "empty")
+        lines.append(f"| {run.model} | {relation} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path)
@@ -133,6 +149,14 @@ def main() -> None:
             print(line)
     for line in mle_lines([run for run in runs if run.kind == "edit"]):
         print(line)
+    probes = [run for run in runs if run.kind == "probe"]
+    if probes:
+        print()
+        print("| model | relation (probe, with demonstrations) | " + " | ".join(probes[0].labels) + " |")
+        print("| :--- | :--- |" + " ---: |" * len(probes[0].labels))
+        for run in probes:
+            for line in relation_lines(run):
+                print(line)
 
 
 if __name__ == "__main__":
