@@ -17,7 +17,7 @@ from kedit.edits import EditStack
 from kedit.errors import EditStateError
 from kedit.ledger import Ledger, LedgerError, export_merged
 from kedit.methods import load_edit
-from kedit.methods.wise import WISERouter, activation_loss, load_pool, side_output
+from kedit.methods.wise import WISERouter, activation_loss, edit_rows, load_pool, side_output
 from kedit.methods.wise_memory import shard_mask
 from kedit.methods.wise_merge import keep_largest, ties_merge
 from kedit.methods.wise_routing import (
@@ -115,6 +115,29 @@ def test_the_builtin_pool_and_a_dataset_pool(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- on tiny models
+
+
+def test_edit_rows_count_the_span_the_router_reads(make_lm):
+    """Training averages each edit row over the prompt's own tokens: not the template's prefix, not
+    position 0 (which routing leaves out), not the target; the unrelated row over all but its first."""
+    lm = make_lm("llama")
+    prefix = "Once upon a time. "
+    rows = edit_rows(lm, R1, ["{}", prefix + "{}"], UNRELATED[0])
+    prompt = R1.text
+    own = lm.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    with_prefix = lm.tokenizer(prefix + prompt, add_special_tokens=True)["input_ids"]
+    mask = rows.batch.attention_mask.bool()
+    for row, ids in enumerate([own, with_prefix]):
+        counted = rows.batch.input_ids[row][rows.counted[row]].tolist()
+        start = int(mask[row].to(torch.uint8).argmax())
+        assert rows.counted[row, start] == False  # noqa: E712 - position 0 never counts
+        # the counted tokens are the prompt's tail, ending where the prompt ends (the target follows)
+        assert counted == ids[len(ids) - len(counted):]
+        assert prompt.endswith(lm.tokenizer.decode(counted).strip())
+    # no prefix: every prompt token but position 0; with the prefix: none of the prefix's tokens
+    assert int(rows.counted[0].sum()) == len(own) - 1
+    assert int(rows.counted[1].sum()) <= len(with_prefix) - len(lm.tokenizer(prefix.strip())["input_ids"])
+    assert int(rows.counted[2].sum()) == int(mask[2].sum()) - 1
 
 
 def test_an_edit_routes_its_prompt_to_the_side_memory_and_unrelated_prompts_to_the_main_one(make_lm):

@@ -7,7 +7,8 @@ side memory W' starts as a copy of it and is the only thing an edit trains.
   and sampled prefixes), plus one *unrelated* text (an unrelated prompt and its answer, see "pool"
   below). Every training forward replaces the projection's output by y' = W' x (bias kept) in all
   rows. L = L_edit + L_act: L_edit the token NLL of the target in the edit rows; with Δ(row) the
-  mean over the row's tokens of ‖y'_t − y0_t‖ (``activation_score: paper``, the paper's
+  mean of ‖y'_t − y0_t‖ over the row's span the router reads (edit rows: the prompt's own tokens,
+  not the template prefix nor the target; the unrelated row: its tokens) (``activation_score: paper``, the paper's
   ‖A(x)(W' − W)‖; ``code``: ‖act(y'_t) − act(y0_t)‖ with the model's activation, as the reference),
   L_act = mean_e [Δ(unrelated) − Δ(e) + γ]_+ + [Δ(unrelated) − α]_+ + mean_e [β − Δ(e)]_+
   (``act_loss_mean: all``; ``violating`` averages each hinge over its violating rows only, as the
@@ -588,15 +589,28 @@ class _SideTraining:
 
 @dataclass(frozen=True)
 class EditRows:
-    """The rows of one edit: the templated prompt + target rows, then the unrelated text."""
+    """The rows of one edit: the templated prompt + target rows, then the unrelated text; ``counted``
+    marks the positions each row's activation score averages (what the router reads at a query)."""
 
     batch: Any  # kedit.models.batching.Batch, left-padded
     labels: torch.Tensor  # (n_edit, W) right-aligned target ids
     mask: torch.Tensor  # (n_edit, W) bool
+    counted: torch.Tensor  # (B, T) bool
     n_edit: int
 
 
+def prompt_start(tokenizer: Any, template: str, text: str) -> int:
+    """The index, among the tokens of ``template.format(text)``, of the first token of ``text`` itself
+    (after the template's prefix and any start token), from the tokenizer's character offsets."""
+    prefix = len(template[: template.index("{}")])
+    offsets = tokenizer(template.format(text), add_special_tokens=True, return_offsets_mapping=True)["offset_mapping"]
+    return next(i for i, (start, end) in enumerate(offsets) if end > max(prefix, start))
+
+
 def edit_rows(lm: LoadedModel, request: EditRequest, templates: Sequence[str], unrelated: tuple[str, str]) -> EditRows:
+    """Edit rows count the prompt's own tokens — not the template's prefix, the start token, the
+    row's first position nor the target —, the span the router reads when the prompt is a query; the
+    unrelated row counts every token but the first."""
     encoded = [encode_pair(lm.tokenizer, template.format(request.text), request.target_new) for template in templates]
     width = max(len(target) for _, target in encoded)
     labels = torch.zeros((len(encoded), width), dtype=torch.long)
@@ -605,7 +619,16 @@ def edit_rows(lm: LoadedModel, request: EditRequest, templates: Sequence[str], u
         labels[row, width - len(target):] = torch.tensor(target)
         mask[row, width - len(target):] = True
     rows = [prompt + target[:-1] for prompt, target in encoded] + [encode(lm.tokenizer, " ".join(unrelated))]
-    return EditRows(pad_left(rows, lm.pad_token_id, lm.device), labels.to(lm.device), mask.to(lm.device), len(encoded))
+    batch = pad_left(rows, lm.pad_token_id, lm.device)
+    counted = counted_tokens(batch.attention_mask)
+    for row, (template, (prompt, _)) in enumerate(zip(templates, encoded, strict=True)):
+        start = batch.width - len(rows[row])  # left padding
+        counted[row] = False
+        # position 0 never counts, as at routing (counted_tokens): with no template prefix and no
+        # start token it is the prompt's own first token
+        first = max(1, prompt_start(lm.tokenizer, template, request.text))
+        counted[row, start + first: start + len(prompt)] = True
+    return EditRows(batch, labels.to(lm.device), mask.to(lm.device), counted, len(encoded))
 
 
 @dataclass(frozen=True)
@@ -625,7 +648,7 @@ def train_side(lm: LoadedModel, layer: int, projection: nn.Module, start: SideWe
     values = nn.Parameter(start.values.detach().clone())
     optimizer = torch.optim.SGD([values], lr=hparams.edit_lr, weight_decay=hparams.weight_decay)
     hook = _SideTraining(base, start.indices, values, conv1d)
-    counted = counted_tokens(rows.batch.attention_mask)  # (B, T)
+    counted = rows.counted  # (B, T)
     width = rows.labels.shape[1]
     losses: list[float] = []
     act_value, outside = math.nan, math.nan
