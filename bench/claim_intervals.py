@@ -265,9 +265,18 @@ def timings() -> None:
         print(f"  boot    issue12 {name}, median edit seconds: {fmt(median)}")
 
 
+def issue15_grace() -> None:
+    records = read_records(RESULTS / "issue15" / "zsre-grace-single")
+    for name in ("reliability", "generalization", "locality", "portability"):
+        boot(f"GRACE single, 200 ZsRE test, token {name}", records, post("token", name))
+    seconds = np.array([r["seconds"]["edit"] for r in records])
+    print(f"  boot    GRACE single, edit seconds (mean): {fmt(bootstrap(seconds))}")
+
+
 SECTIONS = {"issue11_defaults": issue11_defaults, "key_modes": key_modes, "memit_sweep": memit_sweep,
             "rome_cpu": rome_cpu, "memit_scale": memit_scale, "bench_200": bench_200, "sequential": sequential, "ft_sweep": ft_sweep, "pitfalls": pitfalls,
-            "subject_first": subject_first, "timings": timings}
+            "subject_first": subject_first, "timings": timings,
+            "issue15_grace": issue15_grace}
 
 
 def main(argv: list[str] | None = None) -> int:
