@@ -16,7 +16,7 @@ import time
 from unittest import mock
 
 import kedit
-from kedit.cli.bench import load_bench_data
+from kedit.data.bench_data import load_bench_data
 from kedit.evaluate.runner import case_probes
 from kedit.models import scoring
 

@@ -62,7 +62,7 @@ def load_cases(args: argparse.Namespace):
         from kedit.data.demo import demo_cases
 
         return demo_cases(args.n)
-    from kedit.cli.bench import load_bench_data
+    from kedit.data.bench_data import load_bench_data
 
     return list(load_bench_data(args.data, args.n, 0).cases)
 

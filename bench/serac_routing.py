@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    from kedit.cli.bench import load_bench_data
+    from kedit.data.bench_data import load_bench_data
     from kedit.methods import method_for
     from kedit.models.loading import load_model
 

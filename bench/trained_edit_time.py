@@ -30,7 +30,7 @@ def main() -> None:
 
     import torch
 
-    from kedit.cli.bench import load_bench_data
+    from kedit.data.bench_data import load_bench_data
     from kedit.methods import method_for
     from kedit.models.loading import load_model
     from kedit.models.scoring import score

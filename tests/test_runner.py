@@ -397,7 +397,7 @@ def test_kill_9_then_resume_leaves_no_duplicates(tokenizer, tmp_path):
 
 
 def test_bench_data_splits_edited_and_held_out_cases(tmp_path):
-    from kedit.cli.bench import load_bench_data
+    from kedit.data.bench_data import load_bench_data
 
     data = tmp_path / "cases.json"
     data.write_text(json.dumps([make_case(i).to_dict() for i in range(5)]))

@@ -58,7 +58,7 @@ def train(
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Meta-train METHOD's editor for --model on --data; resumes what --out holds."""
-    from kedit.cli.bench import load_bench_data
+    from kedit.data.bench_data import load_bench_data
     from kedit.methods import get_method
     from kedit.methods.base import is_trained, registered_methods
     from kedit.training import Schedule, TrainingData, parse_duration

@@ -28,7 +28,7 @@ def resolved_data(data: str, base: Path) -> str:
 def run_cases(settings: RunSettings):
     """The run's :class:`kedit.cli.bench.BenchData` (cases, held-out cases, the data block of run.json)."""
     # kedit bench's reader: one definition of what --data NAME:PATH means, for the CLI, bench/ and sweeps
-    from kedit.cli.bench import BenchData, load_bench_data
+    from kedit.data.bench_data import BenchData, load_bench_data
 
     if settings.seed is None:
         return load_bench_data(settings.data, settings.n, settings.held_out)
