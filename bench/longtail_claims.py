@@ -103,9 +103,10 @@ def _all(run: LongTailRun, value: Value, cardinality: str) -> list[float]:
 
 def mle_lines(runs: Sequence[LongTailRun]) -> list[str]:
     lines = []
-    for model in dict.fromkeys(run.model for run in runs):
-        mle = next((r for r in runs if r.model == model and r.method == "mle"), None)
-        memit = next((r for r in runs if r.model == model and r.method == "memit"), None)
+    # paired per (model, benchmark): the same facts only exist within one benchmark
+    for model, benchmark in dict.fromkeys((run.model, run.benchmark) for run in runs):
+        mle = next((r for r in runs if (r.model, r.benchmark, r.method) == (model, benchmark, "mle")), None)
+        memit = next((r for r in runs if (r.model, r.benchmark, r.method) == (model, benchmark, "memit")), None)
         if mle is None or memit is None:
             continue
         for metric in ("post.reliability", "post.other_objects"):
@@ -116,7 +117,7 @@ def mle_lines(runs: Sequence[LongTailRun]) -> list[str]:
             if keys:
                 diff = paired_difference([left[k] for k in keys], [right[k] for k in keys], resamples=RESAMPLES,
                                          level=LEVEL, seed=SEED)
-                lines.append(f"| {model} | MLE − MEMIT, one-to-many (paired) | {metric} | "
+                lines.append(f"| {model} | MLE − MEMIT, one-to-many (paired), benchmark {benchmark[:12]} | {metric} | "
                              f"{diff.estimate:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}] (n = {diff.n}) |")
     return lines
 

@@ -25,7 +25,7 @@ class BenchData:
     spec: Mapping[str, Any]
 
 
-def read_cases(name: str, path: str | None, limit: int) -> tuple[list[Case], dict[str, Any]]:
+def _read_cases(name: str, path: str | None, limit: int) -> tuple[list[Case], dict[str, Any]]:
     from kedit.paths import sha256_file
     from kedit.runs import portable_path
 
@@ -60,7 +60,7 @@ def load_bench_data(data: str, n: int, held_out: int) -> BenchData:
     """``NAME:PATH`` (or ``demo``) → the first ``n`` cases to edit and the next ``held_out`` ones."""
     name, _, path = data.partition(":")
     name = name.strip().lower()
-    cases, spec = read_cases(name, path or None, n + held_out)
+    cases, spec = _read_cases(name, path or None, n + held_out)
     if held_out and len(cases) < n + held_out:
         raise KeditError(f"--data {data} gives {len(cases)} cases; --n {n} plus --held-out {held_out} "
                          f"needs {n + held_out}. Lower --n or --held-out.")

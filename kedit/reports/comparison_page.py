@@ -311,7 +311,8 @@ def comparison_report(
 ) -> str:
     """The whole report page; ``plots`` maps each plot's standard name to its path relative to the page.
 
-    ``extra_sections`` (a suite's own results, e.g. the long-tail part) come right after the introduction;
+    ``extra_sections`` (a suite's own results, e.g. the long-tail part) come right after the headline
+    results (after the introduction where there are none);
     ``extra_runs`` counts the runs only they show (long-tail probe folders) in the title.
     """
     estimates = estimates or Estimates(IntervalSettings())
@@ -322,9 +323,9 @@ def comparison_report(
                   "at the end.")
     if intro.strip():
         parts.append(intro.strip())
-    parts += list(extra_sections)
     if results := results_section(runs, estimates):
         parts += [RESULTS_HEADING, *results]
+    parts += list(extra_sections)  # after the headline table, which opens every page that has one
     if plotted := plots_section(runs, plots):
         parts += ["## Plots", *plotted]
     if sequential := curves_section(runs, plots):
